@@ -7,7 +7,7 @@ use hb_common::maps::{RingEvent, FAMILY_IPV4, FAMILY_IPV6};
 use hb_common::wire::Heartbeat;
 
 /// Which receive path delivered an [`Arrival`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RxPath {
     Xdp,
@@ -38,8 +38,8 @@ pub enum RingEventError {
 impl Arrival {
     /// Decodes one ring-buffer record written by the XDP program.
     pub fn from_ring_record(record: &[u8]) -> Result<Self, RingEventError> {
-        let event: RingEvent =
-            bytemuck::try_pod_read_unaligned(record).map_err(|_| RingEventError::BadSize(record.len()))?;
+        let event: RingEvent = bytemuck::try_pod_read_unaligned(record)
+            .map_err(|_| RingEventError::BadSize(record.len()))?;
         let ip = match event.family {
             FAMILY_IPV4 => {
                 let [a, b, c, d, ..] = event.src_addr;
@@ -99,7 +99,10 @@ mod tests {
             Arrival::from_ring_record(&bytes[..bytes.len() - 1]),
             Err(RingEventError::BadSize(bytes.len() - 1))
         );
-        assert_eq!(Arrival::from_ring_record(&[]), Err(RingEventError::BadSize(0)));
+        assert_eq!(
+            Arrival::from_ring_record(&[]),
+            Err(RingEventError::BadSize(0))
+        );
         let bad = record(9);
         assert_eq!(
             Arrival::from_ring_record(bytemuck::bytes_of(&bad)),

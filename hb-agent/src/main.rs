@@ -1,1 +1,173 @@
-fn main() {}
+//! The `hb-agent` command: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use hb_agent::config::{self, SystemHost};
+use hb_agent::control::{self, Request, Response};
+use hb_agent::daemon::{self, RunOptions, DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR};
+
+/// hb-agent: high-availability failover for a pair (or more) of Linux balancers.
+///
+/// Reads Heartbeat's configuration (ha.cf, haresources, authkeys), exchanges authenticated
+/// heartbeats checked and timestamped in the kernel by an XDP program, and moves the
+/// service addresses and services of each resource group to a live node.
+#[derive(Parser, Debug)]
+#[command(name = "hb-agent", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent (as a daemon in the foreground; systemd or the shell backgrounds it).
+    Run(RunArgs),
+    /// Check ha.cf, haresources and authkeys; print the effective configuration and every
+    /// problem. Exit 0 when usable, 1 when not.
+    CheckConfig(CheckArgs),
+    /// Show this node's view of the cluster (what cl_status answered).
+    Status(StatusArgs),
+    /// Hand this node's resource groups to the peers (as hb_standby did).
+    Standby(SocketArgs),
+    /// Take every resource group to this node (as hb_takeover did).
+    Takeover(SocketArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// Directory holding ha.cf, haresources and authkeys.
+    #[arg(long, default_value = "/etc/ha.d")]
+    config_dir: PathBuf,
+    /// This node's name, if not the hostname (uname -n).
+    #[arg(long)]
+    node: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where the generation number is kept across restarts.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Control socket path (default: ha.cf's control_socket, else /run/hb-agent/hb-agent.sock).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// bpffs directory under which this node's BPF objects are pinned (<dir>/<node>/v1/).
+    #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+    bpf_pin_root: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SocketArgs {
+    /// The running agent's control socket.
+    #[arg(long, default_value = control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hb-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            daemon::run(RunOptions {
+                config_dir: args.config.config_dir,
+                node: args.config.node,
+                state_dir: args.state_dir,
+                control_socket: args.control_socket,
+                pin_root: args.bpf_pin_root,
+            })
+            .context("hb-agent run")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig(args) => {
+            let report = config::load(
+                &args.config.config_dir,
+                args.config.node.as_deref(),
+                &SystemHost,
+            );
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(if report.is_usable() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status(args) => {
+            let response = ask(&args.socket.control_socket, Request::Status)?;
+            let Response::Status(status) = response else {
+                bail!("unexpected answer from the agent: {response:?}");
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Standby(args) => say(ask(&args.control_socket, Request::Standby)?),
+        Command::Takeover(args) => say(ask(&args.control_socket, Request::Takeover)?),
+    }
+}
+
+fn ask(socket: &std::path::Path, request: Request) -> anyhow::Result<Response> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(control::request(socket, request))?)
+}
+
+fn say(response: Response) -> anyhow::Result<ExitCode> {
+    match response {
+        Response::Ok(message) => {
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error(message) => bail!("{message}"),
+        Response::Status(_) => bail!("unexpected status answer"),
+    }
+}

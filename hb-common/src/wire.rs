@@ -124,6 +124,16 @@ impl NodeState {
             _ => None,
         }
     }
+
+    /// Lowercase name, as status output shows it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Active => "active",
+            Self::Standby => "standby",
+            Self::Leaving => "leaving",
+        }
+    }
 }
 
 /// Why a packet on a heartbeat port was not a well-shaped hb packet.

@@ -1,1 +1,112 @@
-//! Test harness for privileged integration tests.
+//! The lab harness shared by hb's privileged integration tests (and the demo and benchmark).
+//!
+//! A [`Lab`] builds a private network on this machine out of network namespaces, veth links
+//! and bridges, using only 198.18.0.0/15, runs real processes (the agent, nginx) inside it, and
+//! removes everything it made when dropped — also when the test panics, when the test process
+//! gets SIGINT/SIGTERM/SIGHUP, and, for a run killed outright, the next time any lab is created
+//! (see [`names`]).
+//!
+//! A privileged test starts like this:
+//!
+//! ```no_run
+//! use hb_tests::{require_root, Lab};
+//!
+//! if !require_root("two_nodes_ping") {
+//!     return;
+//! }
+//! let lab = Lab::new("two_nodes_ping").expect("lab");
+//! let switch = lab.add_netns("switch").expect("switch namespace");
+//! let bridge = lab.add_bridge(&switch, "br0").expect("bridge");
+//! let lb1 = lab.add_netns("lb1").expect("lb1 namespace");
+//! lab.connect(&lb1, "eth0", &bridge).expect("cable");
+//! lab.add_address(&lb1, "eth0", "198.18.0.1/24").expect("address");
+//! ```
+//!
+//! Processes run inside a namespace through `nsenter --net`, not `ip netns exec`: the latter
+//! remounts `/sys` and so hides bpffs at `/sys/fs/bpf`, where the agent pins its maps.
+
+pub mod addr;
+pub mod bpf;
+pub mod cluster;
+pub mod cmd;
+pub mod error;
+pub mod http;
+pub mod lab;
+pub mod names;
+pub mod nginx;
+pub mod process;
+pub mod wait;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+pub use addr::{is_test_address, require_test_address, TestCidr};
+pub use bpf::{bpffs_mounted, bpftool_json, BPFFS_ROOT};
+pub use cluster::{Cluster, ClusterNode, ClusterSpec};
+pub use cmd::CommandOutput;
+pub use error::{LabError, Result};
+pub use http::{http_get, HttpResponse};
+pub use lab::{clean_stale_runs, Bridge, Lab, Neighbor, Netns, Port};
+pub use nginx::Nginx;
+pub use nix::sys::signal::Signal;
+pub use process::ProcessHandle;
+pub use wait::{wait_for, wait_until};
+
+/// Environment variable through which `cargo xtask test` passes the freshly built agent.
+pub const AGENT_BIN_ENV: &str = "HB_AGENT_BIN";
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `true` when running as root. Otherwise prints `skipped: not root (privileged test <name>)`
+/// straight to stderr (past the test harness's capture, so it is always seen) and returns
+/// `false`: the test should return at once.
+pub fn require_root(test_name: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    write_stderr_line(&format!("skipped: not root (privileged test {test_name})"));
+    false
+}
+
+/// The hb-agent binary under test: `$HB_AGENT_BIN` when set (as `cargo xtask test` does),
+/// otherwise `hb-agent` next to this test executable's profile directory
+/// (`target/<profile>/hb-agent`), which `cargo build -p hb-agent` produces.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(AGENT_BIN_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(LabError::AgentBinaryMissing(format!(
+                "{AGENT_BIN_ENV}={} is not a file",
+                path.display()
+            )))
+        };
+    }
+    let exe = std::env::current_exe()
+        .map_err(|err| LabError::AgentBinaryMissing(format!("current_exe: {err}")))?;
+    // target/<profile>/deps/<test binary> → target/<profile>/hb-agent
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile_dir| profile_dir.join("hb-agent"));
+    match candidate {
+        Some(path) if path.is_file() => Ok(path),
+        _ => Err(LabError::AgentBinaryMissing(format!(
+            "{AGENT_BIN_ENV} is not set and no hb-agent was built next to {}; \
+             run `cargo xtask test`, or `cargo build -p hb-agent` first",
+            exe.display()
+        ))),
+    }
+}
+
+/// Writes one line directly to the process's stderr, bypassing the test harness's output
+/// capture (which only redirects the print macros).
+pub fn write_stderr_line(line: &str) {
+    let mut stderr = std::io::stderr().lock();
+    // Nothing sensible is left to do when stderr itself is gone.
+    let _ = writeln!(stderr, "{line}");
+}

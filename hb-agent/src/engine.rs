@@ -1,0 +1,627 @@
+//! The decision loop: the one task that owns the cluster state.
+//!
+//! It reads heartbeats straight from the receive path (XDP ring buffer or sockets),
+//! authenticates them, feeds [`Membership`], asks [`Policy`] what this node must do, and
+//! hands the resulting jobs to the executor. Everything else talks to it through messages:
+//! the executor reports finished jobs, the control socket asks for status or a
+//! standby/takeover, the signal handler asks it to leave.
+//!
+//! It runs on its own thread (SCHED_FIFO with `realtime on`) so that acting on a death
+//! cannot be starved by the rest of the agent, and before it declares any node dead it
+//! drains the receive path and looks again: heartbeats that reached the kernel while the
+//! agent was stalled count.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hb_common::maps::Counter;
+use hb_common::wire::{MessageKind, NodeState, BROADCAST_NODE};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::arrival::{Arrival, RxPath};
+use crate::clock::monotonic_ns;
+use crate::config::Config;
+use crate::control::{
+    CountersStatus, GroupStatus, LinkStatusReport, NodeReport, Request, Response, Status,
+};
+use crate::executor::{Job, JobDone, JobKind};
+use crate::inbound::Inbound;
+use crate::membership::{Event, Membership, NodeStatus};
+use crate::policy::{Action, LocalView, PeerView, Phase, Policy};
+use crate::stats::{LatencySamples, StallMeter};
+use crate::transport::{Advert, SenderThread, Transmitter};
+use crate::wire::Authenticator;
+
+/// How many times the final "leaving" message is sent: it is the one packet whose loss
+/// would make a clean stop look like a death (the peer would wait for deadtime).
+const LEAVING_REPEATS: usize = 3;
+
+/// Messages to the decision loop.
+#[derive(Debug)]
+pub enum Command {
+    Control(Request, oneshot::Sender<Response>),
+    /// Clean shutdown: release everything, tell the peers, stop.
+    Leave,
+}
+
+/// Counters the loop keeps beyond membership's.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    auth_failures: u64,
+    replays: u64,
+    unknown_nodes: u64,
+    own_packets: u64,
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    local_id: u32,
+    generation: u64,
+    auth: Authenticator,
+    membership: Membership,
+    policy: Policy,
+    local: LocalView,
+    inbound: Inbound,
+    ifnames: HashMap<u32, String>,
+    transmitter: Arc<Transmitter>,
+    sender: Option<SenderThread>,
+    jobs: mpsc::UnboundedSender<Job>,
+    done: mpsc::UnboundedReceiver<JobDone>,
+    commands: mpsc::Receiver<Command>,
+    peers_down: watch::Sender<bool>,
+    counters: Counters,
+    delays: LatencySamples,
+    stalls: StallMeter,
+    wake_at_ns: Option<u64>,
+    started_ns: u64,
+    arrivals: Vec<Arrival>,
+}
+
+/// What the engine is built from; the daemon assembles it.
+pub struct EngineParts {
+    pub config: Arc<Config>,
+    pub generation: u64,
+    pub auth: Authenticator,
+    /// Interface index → name, for the heartbeat interfaces.
+    pub ifnames: HashMap<u32, String>,
+    pub transmitter: Arc<Transmitter>,
+    /// Stopped before the final "leaving" so no heartbeat can follow it.
+    pub sender: Option<SenderThread>,
+    pub jobs: mpsc::UnboundedSender<Job>,
+    pub done: mpsc::UnboundedReceiver<JobDone>,
+    pub commands: mpsc::Receiver<Command>,
+    /// Whether some peer is not up: the daemon then keeps the heartbeat paths' neighbour
+    /// entries fresh so the peer is heard the moment it is reachable again.
+    pub peers_down: watch::Sender<bool>,
+}
+
+impl Engine {
+    /// `inbound` is opened on the decision thread: its readiness registers with that
+    /// thread's runtime.
+    pub fn new(parts: EngineParts, inbound: Inbound) -> Self {
+        let config = parts.config;
+        let now = monotonic_ns();
+        let local_id = hb_common::wire::node_id(config.local_node.as_bytes());
+        let peers: Vec<(String, u32)> = config
+            .nodes
+            .iter()
+            .filter(|n| n.name != config.local_node)
+            .map(|n| (n.name.clone(), n.id))
+            .collect();
+        let mut ifaces: Vec<String> = parts.ifnames.values().cloned().collect();
+        ifaces.sort();
+        let membership = Membership::new(config.timers, &peers, &ifaces, now);
+        let policy = Policy::new(crate::daemon::policy_rules(&config));
+        let groups = config.groups.len();
+        Self {
+            local_id,
+            generation: parts.generation,
+            auth: parts.auth,
+            membership,
+            policy,
+            local: LocalView {
+                standby: false,
+                leaving: false,
+                in_initdead: !peers.is_empty(),
+                phases: vec![Phase::Released; groups],
+                failed_at_ns: vec![None; groups],
+            },
+            inbound,
+            ifnames: parts.ifnames,
+            transmitter: parts.transmitter,
+            sender: parts.sender,
+            jobs: parts.jobs,
+            done: parts.done,
+            commands: parts.commands,
+            peers_down: parts.peers_down,
+            counters: Counters::default(),
+            delays: LatencySamples::new(4096),
+            stalls: StallMeter::default(),
+            wake_at_ns: None,
+            started_ns: now,
+            arrivals: Vec::with_capacity(256),
+            config,
+        }
+    }
+
+    /// Runs until the node has left the cluster, and gives back the receive path for its
+    /// clean shutdown. `ready` is called once the loop is receiving (systemd's READY=1).
+    pub async fn run(mut self, ready: impl FnOnce()) -> Inbound {
+        info!(
+            node = %self.config.local_node,
+            generation = self.generation,
+            rx = ?self.inbound.path(),
+            "decision loop started; waiting up to {} ms (initdead) for peers",
+            self.config.timers.initdead.as_millis()
+        );
+        ready();
+        self.decide(monotonic_ns());
+        loop {
+            let deadline_ns = self.next_wakeup();
+            let sleep_for = Duration::from_nanos(deadline_ns.saturating_sub(monotonic_ns()));
+            tokio::select! {
+                biased;
+                readable = self.inbound.readable() => {
+                    if let Err(e) = readable {
+                        error!("heartbeat receive path failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Some(done) = self.done.recv() => self.job_done(done),
+                Some(command) = self.commands.recv() => self.command(command),
+                _ = tokio::time::sleep(sleep_for) => {
+                    self.stalls.record(monotonic_ns().saturating_sub(deadline_ns));
+                }
+            }
+            self.drain();
+            let now = self.settle();
+            self.decide(now);
+            if self.local.leaving && self.local.phases.iter().all(|p| *p == Phase::Released) {
+                break;
+            }
+        }
+        self.leave();
+        self.inbound
+    }
+
+    /// The next time the loop must look at the clock even if nothing arrives: a node or link
+    /// deadline, a policy timer, and at least every keepalive (to measure stalls).
+    fn next_wakeup(&self) -> u64 {
+        let now = monotonic_ns();
+        let keepalive = u64::try_from(self.config.timers.keepalive.as_nanos()).unwrap_or(u64::MAX);
+        [
+            self.membership.next_deadline(),
+            self.wake_at_ns,
+            Some(now.saturating_add(keepalive)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now)
+    }
+
+    /// Applies deadlines. When a node is about to be declared dead, drains the receive path
+    /// once more and re-reads the clock first.
+    fn settle(&mut self) -> u64 {
+        let mut now = monotonic_ns();
+        if self.membership.death_due(now) {
+            self.drain();
+            now = monotonic_ns();
+        }
+        let mut events = Vec::new();
+        self.membership.check(now, &mut events);
+        self.log_events(&events);
+        self.local.in_initdead = self.membership.in_initdead();
+        let down = self
+            .membership
+            .peers()
+            .iter()
+            .any(|p| p.status != NodeStatus::Up);
+        self.peers_down
+            .send_if_modified(|current| std::mem::replace(current, down) != down);
+        now
+    }
+
+    fn drain(&mut self) {
+        let mut arrivals = std::mem::take(&mut self.arrivals);
+        arrivals.clear();
+        self.inbound.drain(&mut arrivals);
+        let now = monotonic_ns();
+        for arrival in &arrivals {
+            self.delays.record(now.saturating_sub(arrival.kernel_ns));
+            self.receive(arrival);
+        }
+        self.arrivals = arrivals;
+    }
+
+    fn receive(&mut self, arrival: &Arrival) {
+        let packet = &arrival.packet;
+        if packet.node_id() == self.local_id {
+            self.counters.own_packets += 1;
+            return;
+        }
+        if let Err(e) = self.auth.verify(packet) {
+            self.counters.auth_failures += 1;
+            debug!(source = %arrival.source, "dropped heartbeat: {e}");
+            return;
+        }
+        let iface = match self.ifnames.get(&arrival.ifindex) {
+            Some(name) => name.clone(),
+            None => format!("if{}", arrival.ifindex),
+        };
+        let mut events = Vec::new();
+        match self
+            .membership
+            .receive(arrival.kernel_ns, &iface, packet, &mut events)
+        {
+            Ok(_) => {}
+            Err(crate::membership::Refused::UnknownNode(_)) => {
+                self.counters.unknown_nodes += 1;
+                return;
+            }
+            Err(refused) => {
+                self.counters.replays += 1;
+                debug!(source = %arrival.source, "dropped heartbeat: {refused}");
+                return;
+            }
+        }
+        self.log_events(&events);
+
+        // A peer that was cut off may have announced our addresses meanwhile; one that just
+        // released a group we hold may have, too. Announcing again is cheap and always right.
+        let returned = events.iter().any(|e| matches!(e, Event::NodeUp { .. }));
+        let released = if packet.kind == MessageKind::ReleaseDone as u8 {
+            packet.arg()
+        } else {
+            0
+        };
+        for group in 0..self.local.phases.len().min(64) {
+            let held_here = self.local.phases[group] == Phase::Held;
+            if held_here && (returned || released & (1 << group) != 0) {
+                debug!(group = %self.group_name(group), "peer returned or released: announcing again");
+                self.send_job(group, JobKind::Reannounce);
+            }
+        }
+
+        let for_us = matches!(packet.dest_node(), d if d == BROADCAST_NODE || d == self.local_id);
+        if for_us && packet.kind == MessageKind::Takeover as u8 && !self.local.standby {
+            let from = self.node_name(packet.node_id());
+            info!("node {from} requested a takeover: going standby, releasing resources");
+            self.local.standby = true;
+        }
+    }
+
+    fn log_events(&self, events: &[Event]) {
+        for event in events {
+            match event {
+                Event::NodeDead { .. } | Event::LinkDead { .. } => warn!("{event}"),
+                Event::Late { .. } => warn!("{event}"),
+                _ => info!("{event}"),
+            }
+        }
+    }
+
+    fn node_name(&self, id: u32) -> String {
+        self.config
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| format!("{id:#010x}"), |n| n.name.clone())
+    }
+
+    fn peer_views(&self) -> Vec<PeerView> {
+        self.membership
+            .peers()
+            .iter()
+            .filter(|p| p.status == NodeStatus::Up)
+            .map(|p| PeerView {
+                id: p.id,
+                standby: p.state == Some(NodeState::Standby),
+                leaving: p.state == Some(NodeState::Leaving),
+                held: p.held,
+                failed: p.failed,
+                up_since_ns: p.up_since_ns.unwrap_or(0),
+            })
+            .collect()
+    }
+
+    fn decide(&mut self, now: u64) {
+        let peers = self.peer_views();
+        let decision = self.policy.decide(&self.local, &peers, now);
+        self.wake_at_ns = decision.wake_at_ns;
+        for group in &decision.split_brains {
+            warn!(group = %self.group_name(*group), "split brain: this node and a peer both hold the group");
+        }
+        for action in decision.actions {
+            match action {
+                Action::Acquire(group) => self.start_job(group, JobKind::Acquire, Phase::Acquiring),
+                Action::Release(group) => self.start_job(group, JobKind::Release, Phase::Releasing),
+                Action::Reannounce { group, split_for } => {
+                    warn!(
+                        group = %self.group_name(group),
+                        "split brain resolved after {} ms: this node keeps the group; announcing it again",
+                        split_for.as_millis()
+                    );
+                    self.send_job(group, JobKind::Reannounce);
+                }
+            }
+        }
+        self.advertise();
+    }
+
+    fn group_name(&self, group: usize) -> String {
+        self.config
+            .groups
+            .get(group)
+            .map_or_else(|| format!("#{group}"), |g| g.name.clone())
+    }
+
+    fn start_job(&mut self, group: usize, kind: JobKind, phase: Phase) {
+        if let Some(slot) = self.local.phases.get_mut(group) {
+            *slot = phase;
+        }
+        info!(group = %self.group_name(group), "{}", match kind {
+            JobKind::Acquire => "acquiring resource group",
+            JobKind::Release => "releasing resource group",
+            JobKind::Reannounce => "announcing resource group",
+        });
+        self.send_job(group, kind);
+    }
+
+    fn send_job(&mut self, group: usize, kind: JobKind) {
+        if self.jobs.send(Job { group, kind }).is_err() {
+            error!(group = %self.group_name(group), "resource executor is gone; cannot run {kind:?}");
+        }
+    }
+
+    fn job_done(&mut self, done: JobDone) {
+        let name = self.group_name(done.group);
+        let Some(phase) = self.local.phases.get_mut(done.group) else {
+            return;
+        };
+        match (done.kind, &done.result) {
+            (JobKind::Acquire, Ok(())) => {
+                *phase = Phase::Held;
+                info!(group = %name, took_ms = done.took.as_millis(), "resource group acquired");
+            }
+            (JobKind::Acquire, Err(e)) => {
+                *phase = Phase::Released;
+                self.local.failed_at_ns[done.group] = Some(monotonic_ns());
+                error!(group = %name, "resource group failed to start and was rolled back: {e}");
+            }
+            (JobKind::Release, result) => {
+                *phase = Phase::Released;
+                match result {
+                    Ok(()) => {
+                        info!(group = %name, took_ms = done.took.as_millis(), "resource group released")
+                    }
+                    Err(e) => error!(group = %name, "resource group released with errors: {e}"),
+                }
+                self.advertise();
+                self.transmitter
+                    .send(MessageKind::ReleaseDone, 1 << done.group, BROADCAST_NODE);
+            }
+            (JobKind::Reannounce, Err(e)) => warn!(group = %name, "re-announcement failed: {e}"),
+            (JobKind::Reannounce, Ok(())) => {}
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Leave => self.begin_leaving(),
+            Command::Control(request, reply) => {
+                let response = match request {
+                    Request::Status => Response::Status(Box::new(self.status())),
+                    Request::Standby => {
+                        info!(
+                            "standby requested: handing this node's resource groups to the peers"
+                        );
+                        self.local.standby = true;
+                        self.advertise();
+                        self.transmitter.send(
+                            MessageKind::StandbyRequest,
+                            self.all_groups(),
+                            BROADCAST_NODE,
+                        );
+                        Response::Ok("standby: releasing resource groups to the peers".into())
+                    }
+                    Request::Takeover => {
+                        info!(
+                            "takeover requested: asking the peers to release every resource group"
+                        );
+                        self.local.standby = false;
+                        self.local.failed_at_ns.iter_mut().for_each(|f| *f = None);
+                        self.advertise();
+                        self.transmitter.send(
+                            MessageKind::Takeover,
+                            self.all_groups(),
+                            BROADCAST_NODE,
+                        );
+                        Response::Ok(
+                            "takeover: peers asked to release; acquiring when they have".into(),
+                        )
+                    }
+                };
+                // The client may have gone away; nothing to do then.
+                let _ = reply.send(response);
+            }
+        }
+    }
+
+    fn all_groups(&self) -> u64 {
+        (0..self.config.groups.len().min(64)).fold(0, |m, g| m | 1 << g)
+    }
+
+    fn begin_leaving(&mut self) {
+        if !self.local.leaving {
+            info!("shutting down: releasing every resource group, then telling the peers");
+            self.local.leaving = true;
+            self.advertise();
+        }
+    }
+
+    fn advertise(&self) {
+        let state = if self.local.leaving {
+            NodeState::Leaving
+        } else if self.local.standby {
+            NodeState::Standby
+        } else if self.local.in_initdead {
+            NodeState::Starting
+        } else {
+            NodeState::Active
+        };
+        self.transmitter.set_advert(Advert {
+            state,
+            held: self.local.held_mask(),
+            failed: self.local.failed_mask(),
+        });
+    }
+
+    fn leave(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            sender.stop();
+        }
+        for _ in 0..LEAVING_REPEATS {
+            self.transmitter
+                .send(MessageKind::Leaving, 0, BROADCAST_NODE);
+        }
+        info!("left the cluster; peers told");
+    }
+
+    /// What `hb-agent status` shows.
+    pub fn status(&self) -> Status {
+        let now = monotonic_ns();
+        let age_ms = |t: Option<u64>| t.map(|t| now.saturating_sub(t) as f64 / 1e6);
+        let peers = self.peer_views();
+        let mut policy = self.policy.clone();
+        let holders = policy.decide(&self.local, &peers, now).holders;
+        let mut nodes = vec![NodeReport {
+            name: self.config.local_node.clone(),
+            local: true,
+            status: "up".into(),
+            state: Some(self.transmitter.advert().state.name().into()),
+            generation: Some(self.generation),
+            last_heard_ms_ago: None,
+            held: self.local.held_mask(),
+            counters: None,
+        }];
+        let mut links = Vec::new();
+        for peer in self.membership.peers() {
+            nodes.push(NodeReport {
+                name: peer.name.clone(),
+                local: false,
+                status: serde_json::to_value(peer.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                state: peer.state.map(|s| s.name().into()),
+                generation: peer.generation,
+                last_heard_ms_ago: age_ms(peer.last_heard_ns),
+                held: peer.held,
+                counters: Some(peer.counters),
+            });
+            for link in &peer.links {
+                links.push(LinkStatusReport {
+                    node: peer.name.clone(),
+                    iface: link.iface.clone(),
+                    status: link.status,
+                    last_heard_ms_ago: age_ms(link.last_heard_ns),
+                    counters: link.counters,
+                });
+            }
+        }
+        let groups = self
+            .config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let bit = 1u64 << i;
+                let holder = if self.local.phases[i] != Phase::Released {
+                    Some(self.config.local_node.clone())
+                } else {
+                    self.membership
+                        .peers()
+                        .iter()
+                        .find(|p| p.status == NodeStatus::Up && p.held & bit != 0)
+                        .map(|p| p.name.clone())
+                };
+                GroupStatus {
+                    name: g.name.clone(),
+                    preferred: g.preferred.clone(),
+                    holder,
+                    phase: self.local.phases[i],
+                    intended_holder: holders
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|id| self.node_name(id)),
+                    failed_here: self.local.failed_at_ns[i].is_some(),
+                    resources: g
+                        .resources
+                        .iter()
+                        .map(crate::daemon::describe_resource)
+                        .collect(),
+                }
+            })
+            .collect();
+        let rx = self.inbound.counters();
+        Status {
+            node: self.config.local_node.clone(),
+            cluster_id: self.config.cluster_id,
+            generation: self.generation,
+            uptime_s: now.saturating_sub(self.started_ns) as f64 / 1e9,
+            rx_path: self.inbound.path(),
+            rx_detail: self.inbound.describe(),
+            standby: self.local.standby,
+            in_initdead: self.local.in_initdead,
+            timers_ms: [
+                self.config.timers.keepalive,
+                self.config.timers.deadtime,
+                self.config.timers.warntime,
+                self.config.timers.initdead,
+            ]
+            .map(|d| d.as_secs_f64() * 1e3),
+            nodes,
+            links,
+            groups,
+            counters: CountersStatus {
+                sent: self.transmitter.stats().sent,
+                send_errors: self.transmitter.stats().errors,
+                auth_failures: self.counters.auth_failures,
+                replays: self.counters.replays,
+                unknown_nodes: self.counters.unknown_nodes,
+                own_packets: self.counters.own_packets,
+                late: self
+                    .membership
+                    .peers()
+                    .iter()
+                    .map(|p| p.counters.late)
+                    .sum(),
+                lost: self
+                    .membership
+                    .peers()
+                    .iter()
+                    .map(|p| p.counters.lost)
+                    .sum(),
+                rx: Counter::ALL
+                    .iter()
+                    .map(|c| (c.name().to_owned(), rx[*c as usize]))
+                    .collect(),
+            },
+            max_stall_ms: self.stalls.max_ns() as f64 / 1e6,
+            kernel_to_agent_us: self.delays.summary_us(),
+        }
+    }
+}
+
+impl RxPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            RxPath::Xdp => "xdp",
+            RxPath::Socket => "socket",
+        }
+    }
+}

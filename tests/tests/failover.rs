@@ -1,0 +1,502 @@
+//! Failover scenarios with two real agents, real XDP, real nginx, real ARP (issue 4).
+//!
+//! Every scenario asserts from the client's side (HTTP to the VIP, and the client's ARP
+//! entry for the VIP) and from `hb-agent status --json`. Timings are not asserted here:
+//! the bounds are generous; `cargo xtask bench` measures.
+
+use std::time::Duration;
+
+use hb_tests::cluster::{Cluster, ClusterSpec, SETTLE, VIP};
+use hb_tests::{require_root, wait_until};
+use serde_json::Value;
+
+fn cluster(name: &str, spec: ClusterSpec) -> Cluster {
+    let mut cluster = Cluster::new(name, spec).expect("build the cluster");
+    cluster.start_all().expect("start both agents");
+    cluster
+}
+
+fn group_holder(status: &Value) -> Option<String> {
+    status["groups"][0]["holder"].as_str().map(str::to_owned)
+}
+
+fn node_status(status: &Value, name: &str) -> Option<String> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)?["status"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Both nodes up; lb1 (preferred) serves.
+fn settle_on_lb1(cluster: &Cluster) {
+    cluster
+        .wait_sole_holder("lb1")
+        .expect("lb1 acquires the VIP");
+    cluster
+        .wait_served_by("lb1")
+        .expect("the client is served by lb1");
+    cluster
+        .wait_status(1, "lb2 sees lb1 up and holding the group", |s| {
+            node_status(s, "lb1").as_deref() == Some("up")
+                && group_holder(s).as_deref() == Some("lb1")
+        })
+        .expect("lb2's view");
+    assert!(cluster.nginx_running(0), "lb1 started nginx after the VIP");
+    assert!(!cluster.nginx_running(1), "lb2 runs no nginx while passive");
+}
+
+fn assert_client_arp_points_at(cluster: &Cluster, index: usize) {
+    let mac = cluster.service_mac(index).expect("node MAC");
+    let ok = wait_until(SETTLE, Duration::from_millis(20), || {
+        cluster.client_vip_mac().ok().flatten().as_deref() == Some(mac.as_str())
+    });
+    assert!(
+        ok,
+        "client's ARP entry for {VIP} should point at {} ({mac}), is {:?}",
+        cluster.nodes[index].name,
+        cluster.client_vip_mac()
+    );
+}
+
+#[test]
+fn node_death_takeover_and_failback() {
+    if !require_root("node_death_takeover_and_failback") {
+        return;
+    }
+    let mut cluster = cluster("death", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    let status = cluster.status(0).unwrap();
+    assert_eq!(
+        status["rx_path"], "xdp",
+        "XDP is used when available: {status:#}"
+    );
+
+    // lb1 loses every link at the switch.
+    cluster.set_connected(0, false).unwrap();
+    cluster.wait_served_by("lb2").expect("lb2 takes over");
+    // ... and then really dies (as a reboot would, it comes back holding nothing).
+    cluster.power_off(0).unwrap();
+    assert_client_arp_points_at(&cluster, 1);
+    let status = cluster
+        .wait_status(1, "lb2 declares lb1 dead and holds the group", |s| {
+            node_status(s, "lb1").as_deref() == Some("dead")
+                && group_holder(s).as_deref() == Some("lb2")
+        })
+        .unwrap();
+    assert_eq!(status["groups"][0]["phase"], "held");
+    assert!(cluster.nginx_running(1), "lb2 started nginx");
+    let log = cluster.agent_log(1);
+    assert!(
+        log.contains("node lb1: is dead"),
+        "Heartbeat's wording in the log:\n{log}"
+    );
+
+    // lb1 comes back: auto_failback on hands the group back, one holder at a time.
+    cluster.power_on(0).unwrap();
+    cluster.wait_sole_holder("lb1").expect("failback to lb1");
+    cluster.wait_served_by("lb1").expect("served by lb1 again");
+    assert_client_arp_points_at(&cluster, 0);
+    cluster
+        .wait_status(1, "lb2 released", |s| s["groups"][0]["phase"] == "released")
+        .unwrap();
+    assert!(
+        wait_until(SETTLE, Duration::from_millis(20), || !cluster
+            .nginx_running(1)),
+        "lb2 stopped its nginx"
+    );
+}
+
+#[test]
+fn no_failback_with_auto_failback_off() {
+    if !require_root("no_failback_with_auto_failback_off") {
+        return;
+    }
+    let spec = ClusterSpec {
+        auto_failback: "off".into(),
+        ..ClusterSpec::default()
+    };
+    let mut cluster = cluster("nofailback", spec);
+    settle_on_lb1(&cluster);
+    cluster.power_off(0).unwrap();
+    cluster.wait_served_by("lb2").expect("lb2 takes over");
+    cluster.power_on(0).unwrap();
+    cluster
+        .wait_status(0, "lb1 sees lb2 holding", |s| {
+            node_status(s, "lb2").as_deref() == Some("up")
+                && group_holder(s).as_deref() == Some("lb2")
+        })
+        .unwrap();
+    // Give a failback every chance to (wrongly) happen.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cluster.vip_holders().unwrap(), vec!["lb2".to_owned()]);
+    cluster.wait_served_by("lb2").unwrap();
+}
+
+#[test]
+fn clean_stop_hands_over_at_once() {
+    if !require_root("clean_stop_hands_over_at_once") {
+        return;
+    }
+    // A long deadtime: a takeover within it can only come from the "leaving" message.
+    let spec = ClusterSpec {
+        deadtime: "10".into(),
+        warntime: "5".into(),
+        initdead: "20".into(),
+        ..ClusterSpec::default()
+    };
+    let mut cluster = cluster("cleanstop", spec);
+    settle_on_lb1(&cluster);
+    let status = cluster.stop(0).unwrap();
+    assert!(status.success(), "clean stop exits 0: {status}");
+    assert!(
+        !cluster.nginx_running(0),
+        "lb1 stopped nginx on the way out"
+    );
+    let started = std::time::Instant::now();
+    cluster.wait_served_by("lb2").expect("lb2 takes over");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "takeover came from the leaving message, not deadtime (took {:?})",
+        started.elapsed()
+    );
+    let status = cluster.status(1).unwrap();
+    assert_eq!(node_status(&status, "lb1").as_deref(), Some("left"));
+    assert_eq!(cluster.vip_holders().unwrap(), vec!["lb2".to_owned()]);
+}
+
+#[test]
+fn agent_restart_is_recognised_without_double_ownership() {
+    if !require_root("agent_restart_is_recognised_without_double_ownership") {
+        return;
+    }
+    let spec = ClusterSpec {
+        auto_failback: "off".into(),
+        ..ClusterSpec::default()
+    };
+    let mut cluster = cluster("restart", spec);
+    settle_on_lb1(&cluster);
+    let before = cluster.status(1).unwrap();
+    let generation = |s: &Value| {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "lb1")
+            .unwrap()["generation"]
+            .as_u64()
+    };
+    let old_generation = generation(&before);
+    cluster.stop(0).unwrap();
+    cluster.wait_sole_holder("lb2").unwrap();
+    cluster.start(0).unwrap();
+    let after = cluster
+        .wait_status(1, "lb2 sees lb1's new generation", |s| {
+            node_status(s, "lb1").as_deref() == Some("up") && generation(s) > old_generation
+        })
+        .unwrap();
+    assert!(generation(&after) > old_generation);
+    assert!(
+        cluster
+            .agent_log(1)
+            .contains("heartbeat restart on node lb1"),
+        "{}",
+        cluster.agent_log(1)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        cluster.vip_holders().unwrap(),
+        vec!["lb2".to_owned()],
+        "auto_failback off: lb2 keeps it"
+    );
+}
+
+#[test]
+fn partition_heals_to_exactly_one_holder() {
+    if !require_root("partition_heals_to_exactly_one_holder") {
+        return;
+    }
+    let cluster = cluster("partition", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    // Cut both heartbeat paths between the nodes but keep lb1 and lb2 on the service LAN
+    // for the client: the heartbeat link, and heartbeats on eth0 by taking lb2's eth0 down.
+    cluster.set_link(0, "eth1", false).unwrap();
+    cluster.set_link(1, "eth1", false).unwrap();
+    cluster.set_link(1, "eth0", false).unwrap();
+    assert!(
+        wait_until(SETTLE, Duration::from_millis(20), || cluster
+            .vip_holders()
+            .unwrap_or_default()
+            .len()
+            == 2),
+        "both sides hold the VIP during the partition: {:?}{}",
+        cluster.vip_holders(),
+        cluster.logs()
+    );
+    cluster.set_link(0, "eth1", true).unwrap();
+    cluster.set_link(1, "eth1", true).unwrap();
+    cluster.set_link(1, "eth0", true).unwrap();
+    cluster
+        .wait_sole_holder("lb1")
+        .expect("the preferred node keeps it");
+    cluster.wait_served_by("lb1").unwrap();
+    assert_client_arp_points_at(&cluster, 0);
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("split brain"),
+        "the split brain is logged:\n{logs}"
+    );
+}
+
+#[test]
+fn one_link_cut_is_no_failover() {
+    if !require_root("one_link_cut_is_no_failover") {
+        return;
+    }
+    let cluster = cluster("onelink", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    cluster.set_link(0, "eth1", false).unwrap();
+    let status = cluster
+        .wait_status(1, "lb2 reports the link lb1:eth1 dead", |s| {
+            s["links"].as_array().is_some_and(|links| {
+                links
+                    .iter()
+                    .any(|l| l["node"] == "lb1" && l["iface"] == "eth1" && l["status"] == "dead")
+            })
+        })
+        .unwrap();
+    assert_eq!(node_status(&status, "lb1").as_deref(), Some("up"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cluster.vip_holders().unwrap(), vec!["lb1".to_owned()]);
+    assert!(cluster.agent_log(1).contains("Link lb1:eth1 dead."));
+}
+
+#[test]
+fn standby_and_takeover_move_the_group() {
+    if !require_root("standby_and_takeover_move_the_group") {
+        return;
+    }
+    let cluster = cluster("standby", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    cluster.control(0, "standby").unwrap();
+    cluster.wait_sole_holder("lb2").expect("standby hands over");
+    cluster.wait_served_by("lb2").unwrap();
+    cluster.control(0, "takeover").unwrap();
+    cluster
+        .wait_sole_holder("lb1")
+        .expect("takeover takes it back");
+    cluster.wait_served_by("lb1").unwrap();
+}
+
+#[test]
+fn failing_resource_is_rolled_back_and_peer_takes_over() {
+    if !require_root("failing_resource_is_rolled_back_and_peer_takes_over") {
+        return;
+    }
+    let spec = ClusterSpec {
+        resources: format!("IPaddr::{VIP}/24/eth0 nginx flaky"),
+        scripts: vec![
+            vec![(
+                "flaky".into(),
+                "echo \"flaky cannot start here ($1)\" >&2; [ \"$1\" = start ] && exit 1; exit 0"
+                    .into(),
+            )],
+            vec![("flaky".into(), "exit 0".into())],
+        ],
+        ..ClusterSpec::default()
+    };
+    let cluster = cluster("rollback", spec);
+    cluster
+        .wait_sole_holder("lb2")
+        .expect("lb2 runs the group lb1 cannot");
+    cluster.wait_served_by("lb2").unwrap();
+    let status = cluster
+        .wait_status(0, "lb1 reports the group failed here", |s| {
+            s["groups"][0]["failed_here"] == true
+        })
+        .unwrap();
+    assert_eq!(status["groups"][0]["phase"], "released");
+    assert!(!cluster.nginx_running(0), "lb1 rolled nginx back");
+    let log = cluster.agent_log(0);
+    assert!(
+        log.contains("flaky cannot start here (start)"),
+        "the script's output is logged:\n{log}"
+    );
+    assert!(log.contains("rolled back"), "{log}");
+}
+
+#[test]
+fn socket_mode_fails_over_too() {
+    if !require_root("socket_mode_fails_over_too") {
+        return;
+    }
+    let spec = ClusterSpec {
+        xdp: "off".into(),
+        ..ClusterSpec::default()
+    };
+    let cluster = cluster("sockets", spec);
+    settle_on_lb1(&cluster);
+    assert_eq!(cluster.status(0).unwrap()["rx_path"], "socket");
+    cluster.set_connected(0, false).unwrap();
+    cluster.wait_served_by("lb2").expect("lb2 takes over");
+    assert_client_arp_points_at(&cluster, 1);
+}
+
+/// Reads the shared secret of the cluster's `authkeys` (`1 sha1 SECRET`).
+fn cluster_keys(cluster: &Cluster) -> hb_agent::config::AuthKeys {
+    let text = std::fs::read_to_string(cluster.nodes[0].config_dir.join("authkeys")).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("1 sha1 "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    key(&secret)
+}
+
+fn key(secret: &str) -> hb_agent::config::AuthKeys {
+    use hb_agent::config::{AuthKey, AuthKeys, AuthMethod, Secret};
+    AuthKeys {
+        active: 1,
+        keys: vec![(
+            1,
+            AuthKey {
+                method: AuthMethod::Sha1,
+                secret: Secret(secret.as_bytes().to_vec()),
+            },
+        )],
+    }
+}
+
+#[test]
+fn forged_and_replayed_heartbeats_cannot_keep_a_dead_node_alive() {
+    if !require_root("forged_and_replayed_heartbeats_cannot_keep_a_dead_node_alive") {
+        return;
+    }
+    use hb_agent::wire::{build, Authenticator, Header};
+    use hb_common::wire::{node_id, MessageKind, NodeState};
+
+    let mut cluster = cluster("forged", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    let status = cluster.status(1).unwrap();
+    let cluster_id = status["cluster_id"].as_u64().unwrap() as u32;
+    let lb1 = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "lb1")
+        .unwrap()
+        .clone();
+    let generation = lb1["generation"].as_u64().unwrap();
+    let real = Authenticator::new(&cluster_keys(&cluster)).unwrap();
+    let wrong = Authenticator::new(&key("not-the-cluster-key")).unwrap();
+    let header = |generation| Header {
+        cluster_id,
+        node_id: node_id(b"lb1"),
+        generation,
+        keepalive_us: 20_000,
+    };
+    let packets: Vec<Vec<u8>> = (0..3)
+        .map(|kind| {
+            let (auth, generation, seq) = match kind {
+                // Right shape, wrong key, a sequence far ahead.
+                0 => (&wrong, generation, u64::MAX / 2),
+                // The real key, lb1's generation, an old sequence: a replay.
+                1 => (&real, generation, 1),
+                // The real key, an older generation: a replay from before lb1's restart.
+                _ => (&real, generation - 1, u64::MAX / 2),
+            };
+            let mut packet = build(
+                &header(generation),
+                MessageKind::Heartbeat,
+                NodeState::Active,
+                seq,
+                1,
+                0,
+                0,
+            );
+            auth.seal(&mut packet);
+            bytemuck::bytes_of(&packet).to_vec()
+        })
+        .collect();
+
+    // lb1 dies; the client floods lb2 with lb1's forged and replayed heartbeats meanwhile.
+    cluster.power_off(0).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let target = std::net::SocketAddr::from((cluster.nodes[1].svc_addr, 694));
+    std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            cluster
+                .lab
+                .in_netns(&cluster.client, || {
+                    let socket = std::net::UdpSocket::bind("198.18.1.100:0").unwrap();
+                    let mut sent = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for packet in &packets {
+                            let _ = socket.send_to(packet, target);
+                            sent += 1;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    sent
+                })
+                .unwrap()
+        });
+        let outcome = cluster.wait_served_by("lb2");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = flood.join().unwrap();
+        outcome.expect("lb2 takes over although lb1's packets keep coming");
+        assert!(sent > 30, "the flood ran ({sent} packets)");
+    });
+    let status = cluster
+        .wait_status(1, "lb1 dead, forgeries counted", |s| {
+            node_status(s, "lb1").as_deref() == Some("dead")
+                && s["counters"]["auth_failures"].as_u64() > Some(10)
+                && s["counters"]["replays"].as_u64() > Some(10)
+        })
+        .unwrap();
+    assert_eq!(group_holder(&status).as_deref(), Some("lb2"));
+}
+
+#[test]
+fn running_agent_is_inspectable_with_bpftool() {
+    if !require_root("running_agent_is_inspectable_with_bpftool") {
+        return;
+    }
+    let cluster = cluster("bpftool", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    let lb1 = &cluster.nodes[0];
+    let net = cluster
+        .lab
+        .bpftool_json_in(&lb1.netns, &["net", "show"])
+        .unwrap();
+    let xdp = net[0]["xdp"].as_array().unwrap();
+    for iface in ["eth0", "eth1"] {
+        let entry = xdp
+            .iter()
+            .find(|x| x["devname"] == iface)
+            .unwrap_or_else(|| panic!("{iface}: {net:#}"));
+        assert_eq!(entry["mode"], "driver", "{net:#}");
+        let id = entry["id"].as_u64().unwrap().to_string();
+        let prog = hb_tests::bpftool_json(&["prog", "show", "id", &id]).unwrap();
+        assert_eq!(prog["name"], "hb_xdp", "{prog:#}");
+        assert_eq!(prog["type"], "xdp", "{prog:#}");
+    }
+
+    let peers = lb1.pin_root.join("lb1/v1/HB_PEERS");
+    let peers = peers.to_str().unwrap();
+    let last_seen = || {
+        let dump = hb_tests::bpftool_json(&["map", "dump", "pinned", peers]).unwrap();
+        let entry = &dump.as_array().unwrap()[0];
+        entry["formatted"]["value"]["last_seen_ns"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("named fields: {dump:#}"))
+    };
+    let first = last_seen();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        last_seen() > first,
+        "lb2's last-seen time advances in the pinned map"
+    );
+}
