@@ -91,6 +91,23 @@ pub fn load_config(dir: &Path, node: Option<&str>) -> Result<Config, StartError>
     })
 }
 
+/// Settings this version reads but does not act on yet: said once at start, so nobody
+/// believes they are protected by something that is not running.
+fn warn_unimplemented(config: &Config) {
+    if !config.ping.nodes.is_empty() || !config.ping.groups.is_empty() {
+        warn!("ping/ping_group nodes are configured, but this version of hb does not yet fail over on lost ping-node connectivity; only node and link liveness decide");
+    }
+    if config.metrics.is_some() {
+        warn!("metrics is configured, but this version of hb does not serve metrics yet; use `hb-agent status --json`");
+    }
+    if config.garp.refresh.is_some() {
+        warn!("garp_refresh is configured, but this version of hb announces only on takeover and after a split brain");
+    }
+    if config.log.logfile.is_some() || config.log.debugfile.is_some() {
+        warn!("logfile/debugfile are configured, but this version of hb logs to standard error only (journald collects it under systemd)");
+    }
+}
+
 /// The policy's view of the configuration.
 pub fn policy_rules(config: &Config) -> Rules {
     let id_of = |name: &str| hb_common::wire::node_id(name.as_bytes());
@@ -145,6 +162,7 @@ pub fn next_generation(state_dir: &Path) -> Result<u64, StartError> {
 /// Runs the agent until SIGTERM/SIGINT has been handled (resources released, peers told).
 pub fn run(options: RunOptions) -> Result<(), StartError> {
     let config = Arc::new(load_config(&options.config_dir, options.node.as_deref())?);
+    warn_unimplemented(&config);
     let generation = next_generation(&options.state_dir)?;
     let auth = Authenticator::new(&config.auth)?;
     let local_addrs: Vec<IpAddr> = config::HostView::local_addrs(&SystemHost);

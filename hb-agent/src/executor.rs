@@ -10,7 +10,6 @@
 //! longer holds.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::arp::Announcer;
-use crate::config::{Config, Resource};
+use crate::config::{AddressPlacement, Config, Resource, SystemHost};
 use crate::netlink::{vip_label, AddOutcome, DelOutcome, Netlink};
 use crate::services::{self, Operation, ScriptResolver};
 
@@ -44,15 +43,8 @@ pub struct JobDone {
     pub took: Duration,
 }
 
-/// An address resource with its interface and prefix settled.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Placed {
-    iface: String,
-    addr: IpAddr,
-    prefix: u8,
-    broadcast: Option<std::net::Ipv4Addr>,
-    label: Option<String>,
-}
+/// An address resource with its interface, prefix and label settled.
+type Placed = AddressPlacement;
 
 pub struct Executor {
     config: Arc<Config>,
@@ -164,24 +156,13 @@ impl Executor {
         resource: &Resource,
     ) -> Result<(), String> {
         match resource {
-            Resource::Script { name, args } => {
-                let target = self.resolver.resolve(name).map_err(|e| e.to_string())?;
-                services::run(
-                    &target,
-                    args,
-                    Operation::Start,
-                    Operation::Start.default_timeout(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-            }
+            Resource::Script { name, args } => self.run_script(name, args, Operation::Start).await,
             address => {
-                let place = self.place(group, index, address).await?;
+                let place = self.place(group, index, address)?;
                 let outcome = self
                     .netlink
                     .add_address(
-                        &place.iface,
+                        &place.device,
                         place.addr,
                         place.prefix,
                         place.label.as_deref(),
@@ -191,18 +172,18 @@ impl Executor {
                     .map_err(|e| e.to_string())?;
                 match outcome {
                     AddOutcome::Added => {
-                        info!(iface = %place.iface, "added {}/{}", place.addr, place.prefix)
+                        info!(iface = %place.device, "added {}/{}", place.addr, place.prefix)
                     }
                     AddOutcome::AlreadyPresent => {
-                        info!(iface = %place.iface, "{}/{} was already present", place.addr, place.prefix)
+                        info!(iface = %place.device, "{}/{} was already present", place.addr, place.prefix)
                     }
                 }
-                match self.netlink.flush_stale_neighbours(&place.iface).await {
+                match self.netlink.flush_stale_neighbours(&place.device).await {
                     Ok(0) => {}
                     Ok(n) => {
-                        debug!(iface = %place.iface, "flushed {n} failed/incomplete neighbour entries")
+                        debug!(iface = %place.device, "flushed {n} failed/incomplete neighbour entries")
                     }
-                    Err(e) => warn!(iface = %place.iface, "could not flush stale neighbours: {e}"),
+                    Err(e) => warn!(iface = %place.device, "could not flush stale neighbours: {e}"),
                 }
                 self.announce(group, &place);
                 self.placed.insert((group, index), place);
@@ -218,34 +199,23 @@ impl Executor {
         resource: &Resource,
     ) -> Result<(), String> {
         match resource {
-            Resource::Script { name, args } => {
-                let target = self.resolver.resolve(name).map_err(|e| e.to_string())?;
-                services::run(
-                    &target,
-                    args,
-                    Operation::Stop,
-                    Operation::Stop.default_timeout(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-            }
+            Resource::Script { name, args } => self.run_script(name, args, Operation::Stop).await,
             address => {
                 let place = match self.placed.remove(&(group, index)) {
                     Some(place) => place,
-                    None => self.place(group, index, address).await?,
+                    None => self.place(group, index, address)?,
                 };
                 let outcome = self
                     .netlink
-                    .del_address(&place.iface, place.addr, place.prefix)
+                    .del_address(&place.device, place.addr, place.prefix)
                     .await
                     .map_err(|e| e.to_string())?;
                 match outcome {
                     DelOutcome::Removed => {
-                        info!(iface = %place.iface, "removed {}/{}", place.addr, place.prefix)
+                        info!(iface = %place.device, "removed {}/{}", place.addr, place.prefix)
                     }
                     DelOutcome::NotPresent => {
-                        debug!(iface = %place.iface, "{} was not present", place.addr)
+                        debug!(iface = %place.device, "{} was not present", place.addr)
                     }
                 }
                 Ok(())
@@ -253,65 +223,25 @@ impl Executor {
         }
     }
 
+    async fn run_script(&self, name: &str, args: &[String], op: Operation) -> Result<(), String> {
+        let target = self.resolver.resolve(name).map_err(|e| e.to_string())?;
+        services::run(&target, args, op, op.default_timeout())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Settles an address resource's interface and prefix: as configured, else from the
-    /// connected route that covers the address (Heartbeat's `findif`).
-    async fn place(
-        &self,
-        group: usize,
-        index: usize,
-        resource: &Resource,
-    ) -> Result<Placed, String> {
-        let (addr, prefix, iface, broadcast) = match resource {
-            Resource::Ipv4 {
-                addr,
-                prefix,
-                iface,
-                broadcast,
-                ..
-            } => (IpAddr::V4(*addr), *prefix, iface.clone(), *broadcast),
-            Resource::Ipv6 {
-                addr,
-                prefix,
-                iface,
-            } => (IpAddr::V6(*addr), Some(*prefix), iface.clone(), None),
-            Resource::Script { name, .. } => {
-                return Err(format!("{name} is not an address resource"))
-            }
-        };
-        let (iface, prefix) = match (iface, prefix) {
-            (Some(iface), Some(prefix)) => (iface, prefix),
-            (iface, prefix) => {
-                let network = self
-                    .netlink
-                    .connected_network(addr)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!(
-                            "no interface has a connected route covering {addr}; name the interface \
-                             and prefix in haresources (IPaddr::{addr}/PREFIX/IFACE)"
-                        )
-                    })?;
-                (
-                    iface.unwrap_or(network.iface),
-                    prefix.unwrap_or(network.prefix),
-                )
-            }
-        };
-        // The device part of an alias such as eth0:0 carries the address.
-        let device = iface.split(':').next().unwrap_or(&iface).to_owned();
-        let label = match addr {
-            IpAddr::V4(_) if iface.contains(':') => Some(iface.clone()),
-            IpAddr::V4(_) => vip_label(&device, self.address_slot(group, index)),
-            IpAddr::V6(_) => None,
-        };
-        Ok(Placed {
-            iface: device,
-            addr,
-            prefix,
-            broadcast,
-            label,
-        })
+    /// connected route that covers the address (Heartbeat's `findif`), and gives it a label.
+    fn place(&self, group: usize, index: usize, resource: &Resource) -> Result<Placed, String> {
+        let mut placed = resource
+            .placement(&SystemHost)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{resource} is not an address resource"))?;
+        if placed.label.is_none() && placed.addr.is_ipv4() {
+            placed.label = vip_label(&placed.device, self.address_slot(group, index));
+        }
+        Ok(placed)
     }
 
     /// A stable small number for an address resource: its position among all address
@@ -341,7 +271,7 @@ impl Executor {
         let place = place.clone();
         let handle = tokio::spawn(async move {
             match announcer
-                .announce(&place.iface, place.addr, &settings)
+                .announce(&place.device, place.addr, &settings)
                 .await
             {
                 Ok(report) => debug!(
@@ -349,7 +279,7 @@ impl Executor {
                     "announced {}: {} frames in {} rounds ({} failed)",
                     report.ip, report.frames_sent, report.rounds, report.frames_failed
                 ),
-                Err(e) => warn!(iface = %place.iface, "announcing {} failed: {e}", place.addr),
+                Err(e) => warn!(iface = %place.device, "announcing {} failed: {e}", place.addr),
             }
         });
         let handles = self.announcing.entry(group).or_default();

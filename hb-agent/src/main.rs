@@ -127,7 +127,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 &SystemHost,
             );
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.render_text());
             }

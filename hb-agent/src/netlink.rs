@@ -24,19 +24,13 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteScope, RouteType,
-};
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use rtnetlink::{AddressMessageBuilder, MulticastGroup};
 use tokio::task::JoinHandle;
 
 /// Longest interface name or IPv4 address label the kernel stores (IFNAMSIZ minus the NUL).
 pub const MAX_LABEL_LEN: usize = 15;
-
-/// The main routing table: connected routes of configured addresses live here.
-const RT_TABLE_MAIN: u32 = 254;
 
 /// Extended-ack attribute carrying the kernel's human-readable error text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -53,7 +47,6 @@ pub enum Operation {
     ListAddresses,
     ListNeighbours,
     RemoveNeighbour,
-    ListRoutes,
     WatchAddresses,
 }
 
@@ -66,7 +59,6 @@ impl fmt::Display for Operation {
             Self::ListAddresses => "listing addresses",
             Self::ListNeighbours => "listing neighbours",
             Self::RemoveNeighbour => "removing neighbour",
-            Self::ListRoutes => "listing routes",
             Self::WatchAddresses => "subscribing to address changes",
         })
     }
@@ -176,15 +168,6 @@ pub struct InterfaceAddress {
     pub tentative: bool,
     /// IPv6: duplicate address detection found another holder.
     pub dad_failed: bool,
-}
-
-/// The directly connected network that covers an address: where a VIP given without an
-/// interface or prefix belongs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectedNetwork {
-    pub iface: String,
-    pub ifindex: u32,
-    pub prefix: u8,
 }
 
 /// A change reported by [`AddressWatch`].
@@ -496,40 +479,6 @@ impl Netlink {
         Ok(removed)
     }
 
-    /// The connected (on-link, gateway-less) route in the main table with the longest
-    /// prefix covering `addr`: the interface and prefix a VIP configured without them gets,
-    /// as Heartbeat's `findif` derives them. `None` when no connected network covers it.
-    pub async fn connected_network(
-        &self,
-        addr: IpAddr,
-    ) -> Result<Option<ConnectedNetwork>, NetlinkError> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = match addr {
-            IpAddr::V4(_) => AddressFamily::Inet,
-            IpAddr::V6(_) => AddressFamily::Inet6,
-        };
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error(Operation::ListRoutes, "*", Some(addr), e))?;
-        let best = routes
-            .iter()
-            .filter_map(|route| connected_route_covering(route, addr))
-            .max_by_key(|&(_, prefix)| prefix);
-        match best {
-            None => Ok(None),
-            Some((ifindex, prefix)) => Ok(Some(ConnectedNetwork {
-                iface: self.interface_name(ifindex).await?,
-                ifindex,
-                prefix,
-            })),
-        }
-    }
-
     async fn link(&self, iface: &str) -> Result<LinkMessage, NetlinkError> {
         let missing = || NetlinkError::NoSuchInterface {
             iface: iface.to_owned(),
@@ -735,69 +684,6 @@ fn neighbour_destination(message: &NeighbourMessage) -> Option<IpAddr> {
     })
 }
 
-/// `(ifindex, prefix)` when `route` is a connected route of the main table covering `addr`.
-fn connected_route_covering(route: &RouteMessage, addr: IpAddr) -> Option<(u32, u8)> {
-    let header = &route.header;
-    let table = route
-        .attributes
-        .iter()
-        .find_map(|attr| match attr {
-            RouteAttribute::Table(table) => Some(*table),
-            _ => None,
-        })
-        .unwrap_or(u32::from(header.table));
-    // IPv4 connected routes are link-scoped; IPv6 ones are universe-scoped without gateway.
-    let scope_ok = match addr {
-        IpAddr::V4(_) => header.scope == RouteScope::Link,
-        IpAddr::V6(_) => matches!(header.scope, RouteScope::Universe | RouteScope::Link),
-    };
-    if table != RT_TABLE_MAIN
-        || header.kind != RouteType::Unicast
-        || !scope_ok
-        || header.destination_prefix_length == 0
-    {
-        return None;
-    }
-    let mut destination = None;
-    let mut oif = None;
-    for attr in &route.attributes {
-        match attr {
-            RouteAttribute::Gateway(_) | RouteAttribute::Via(_) | RouteAttribute::MultiPath(_) => {
-                return None
-            }
-            RouteAttribute::Destination(RouteAddress::Inet(v4)) => {
-                destination = Some(IpAddr::V4(*v4))
-            }
-            RouteAttribute::Destination(RouteAddress::Inet6(v6)) => {
-                destination = Some(IpAddr::V6(*v6))
-            }
-            RouteAttribute::Oif(index) => oif = Some(*index),
-            _ => {}
-        }
-    }
-    let prefix = header.destination_prefix_length;
-    if prefix_contains(destination?, prefix, addr) {
-        Some((oif?, prefix))
-    } else {
-        None
-    }
-}
-
-/// Whether `network/prefix` contains `addr` (same family only).
-pub fn prefix_contains(network: IpAddr, prefix: u8, addr: IpAddr) -> bool {
-    match (network, addr) {
-        (IpAddr::V4(net), IpAddr::V4(a)) if prefix <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(net) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(net), IpAddr::V6(a)) if prefix <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(net) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
 /// The kernel's errno in a netlink error reply (positive, as in `libc::E*`).
 fn rtnetlink_errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
@@ -898,28 +784,6 @@ mod tests {
         assert!(check_prefix("198.18.0.1".parse().unwrap(), 33).is_err());
         assert!(check_prefix("2001:2::1".parse().unwrap(), 128).is_ok());
         assert!(check_prefix("2001:2::1".parse().unwrap(), 129).is_err());
-    }
-
-    #[test]
-    fn prefix_containment() {
-        let net: IpAddr = "198.18.4.0".parse().unwrap();
-        assert!(prefix_contains(net, 24, "198.18.4.100".parse().unwrap()));
-        assert!(!prefix_contains(net, 24, "198.18.5.100".parse().unwrap()));
-        assert!(prefix_contains(net, 0, "203.0.113.1".parse().unwrap()));
-        assert!(prefix_contains(
-            "198.18.4.7".parse().unwrap(),
-            32,
-            "198.18.4.7".parse().unwrap()
-        ));
-        let net6: IpAddr = "2001:2::".parse().unwrap();
-        assert!(prefix_contains(net6, 64, "2001:2::100".parse().unwrap()));
-        assert!(!prefix_contains(
-            net6,
-            64,
-            "2001:2:0:1::100".parse().unwrap()
-        ));
-        assert!(!prefix_contains(net6, 64, "198.18.4.7".parse().unwrap()));
-        assert!(!prefix_contains(net, 40, "198.18.4.7".parse().unwrap()));
     }
 
     #[test]
