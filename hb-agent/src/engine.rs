@@ -38,6 +38,9 @@ use crate::wire::Authenticator;
 /// would make a clean stop look like a death (the peer would wait for deadtime).
 const LEAVING_REPEATS: usize = 3;
 
+/// Pause after an unexpected receive-path error.
+const RX_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Messages to the decision loop.
 #[derive(Debug)]
 pub enum Command {
@@ -165,8 +168,10 @@ impl Engine {
                 biased;
                 readable = self.inbound.readable() => {
                     if let Err(e) = readable {
-                        error!("heartbeat receive path failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        // Not expected from a ring buffer or sockets; back off so a broken
+                        // path cannot spin the loop or flood the log.
+                        error!("heartbeat receive path failed (retrying in 100 ms): {e}");
+                        tokio::time::sleep(RX_ERROR_BACKOFF).await;
                     }
                 }
                 Some(done) = self.done.recv() => self.job_done(done),
