@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     pub control_socket: Option<PathBuf>,
     pub pin_root: PathBuf,
+    /// ha.cf's logfile/debugfile, already installed as a tracing layer.
+    pub log_files: crate::logging::LogFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,15 +98,6 @@ pub fn load_config(dir: &Path, node: Option<&str>) -> Result<Config, StartError>
 fn warn_unimplemented(config: &Config) {
     if !config.ping.nodes.is_empty() || !config.ping.groups.is_empty() {
         warn!("ping/ping_group nodes are configured, but this version of hb does not yet fail over on lost ping-node connectivity; only node and link liveness decide");
-    }
-    if config.metrics.is_some() {
-        warn!("metrics is configured, but this version of hb does not serve metrics yet; use `hb-agent status --json`");
-    }
-    if config.garp.refresh.is_some() {
-        warn!("garp_refresh is configured, but this version of hb announces only on takeover and after a split brain");
-    }
-    if config.log.logfile.is_some() || config.log.debugfile.is_some() {
-        warn!("logfile/debugfile are configured, but this version of hb logs to standard error only (journald collects it under systemd)");
     }
 }
 
@@ -163,6 +156,9 @@ pub fn next_generation(state_dir: &Path) -> Result<u64, StartError> {
 pub fn run(options: RunOptions) -> Result<(), StartError> {
     let config = Arc::new(load_config(&options.config_dir, options.node.as_deref())?);
     warn_unimplemented(&config);
+    if let Err(e) = options.log_files.configure(&config.log) {
+        warn!("{e}: logging to standard error only");
+    }
     let generation = next_generation(&options.state_dir)?;
     let auth = Authenticator::new(&config.auth)?;
     let local_addrs: Vec<IpAddr> = config::HostView::local_addrs(&SystemHost);
@@ -210,11 +206,6 @@ async fn run_in_runtime(
         failed: 0,
     };
     let transmitter = Arc::new(Transmitter::new(header, auth.clone(), &links, advert)?);
-    let sender = SenderThread::spawn(
-        transmitter.clone(),
-        config.timers.keepalive,
-        config.realtime,
-    )?;
 
     let netlink = Netlink::new()?;
     let mut ifnames = HashMap::new();
@@ -246,7 +237,28 @@ async fn run_in_runtime(
     let listener = control::bind(&socket_path).await?;
     let (command_tx, command_rx) = mpsc::channel(16);
     tokio::spawn(control::serve(listener, command_tx.clone()));
-    tokio::spawn(forward_signals(command_tx));
+    tokio::spawn(forward_signals(command_tx, options.log_files.clone()));
+
+    let notifier = crate::notify::Notifier::from_env().unwrap_or_else(|e| {
+        warn!("not notifying systemd: {e}");
+        None
+    });
+    let metrics = match config.metrics {
+        Some(addr) => match crate::metrics::bind(addr).await {
+            Ok(listener) => {
+                let (feed, snapshots) =
+                    crate::metrics::MetricsFeed::new(crate::metrics::PUBLISH_INTERVAL);
+                tokio::spawn(crate::metrics::serve(listener, snapshots));
+                info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+                Some(feed)
+            }
+            Err(e) => {
+                error!("{e}: running without metrics");
+                None
+            }
+        },
+        None => None,
+    };
 
     let parts = EngineParts {
         config: config.clone(),
@@ -254,11 +266,13 @@ async fn run_in_runtime(
         auth,
         ifnames,
         transmitter,
-        sender: Some(sender),
+        sender: None,
         jobs: job_tx,
         done: done_rx,
         commands: command_rx,
         peers_down: peers_down_tx,
+        notifier,
+        metrics,
     };
     let xdp_options = XdpOptions {
         node: config.local_node.clone(),
@@ -319,6 +333,14 @@ fn decision_thread(
     runtime.block_on(async move {
         let peer_filter = PeerFilter::from_config(&parts.config);
         let inbound = open_inbound(&xdp_options, &links, peer_filter)?;
+        // Heartbeats start only now that this node can hear its peers: a peer that heard us
+        // earlier would hand a group back before we could take it.
+        let mut parts = parts;
+        parts.sender = Some(SenderThread::spawn(
+            parts.transmitter.clone(),
+            parts.config.timers.keepalive,
+            realtime,
+        )?);
         let engine = Engine::new(parts, inbound);
         let inbound = engine.run(|| info!("ready: receiving heartbeats")).await;
         if let Inbound::Xdp(xdp) = inbound {
@@ -401,11 +423,12 @@ async fn refresh_peer_paths(
 }
 
 /// SIGTERM/SIGINT → a clean leave. A second signal while leaving exits at once.
-async fn forward_signals(engine: mpsc::Sender<Command>) {
+async fn forward_signals(engine: mpsc::Sender<Command>, log_files: crate::logging::LogFiles) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         error!("cannot install signal handlers; stop the agent with the control socket");
         return;
@@ -415,6 +438,15 @@ async fn forward_signals(engine: mpsc::Sender<Command>) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                if let Err(e) = log_files.reopen() {
+                    warn!("could not reopen the log files: {e}");
+                }
+                if engine.send(Command::Reload).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         }
         if leaving {
             warn!("second stop signal: exiting without waiting for the release to finish");

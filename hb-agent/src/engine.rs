@@ -26,9 +26,11 @@ use crate::config::Config;
 use crate::control::{
     CountersStatus, GroupStatus, LinkStatusReport, NodeReport, Request, Response, Status,
 };
-use crate::executor::{Job, JobDone, JobKind};
+use crate::executor::{Job, JobDone, JobKind, Report};
 use crate::inbound::Inbound;
-use crate::membership::{Event, Membership, NodeStatus};
+use crate::membership::{Event, Membership, NodeStatus, Receipt};
+use crate::metrics::{FailoverStats, MetricsFeed};
+use crate::notify::{Notifier, NotifyError, WatchdogPacer};
 use crate::policy::{Action, LocalView, PeerView, Phase, Policy};
 use crate::stats::{LatencySamples, StallMeter};
 use crate::transport::{Advert, SenderThread, Transmitter};
@@ -47,6 +49,8 @@ pub enum Command {
     Control(Request, oneshot::Sender<Response>),
     /// Clean shutdown: release everything, tell the peers, stop.
     Leave,
+    /// SIGHUP.
+    Reload,
 }
 
 /// Counters the loop keeps beyond membership's.
@@ -71,7 +75,7 @@ pub struct Engine {
     transmitter: Arc<Transmitter>,
     sender: Option<SenderThread>,
     jobs: mpsc::UnboundedSender<Job>,
-    done: mpsc::UnboundedReceiver<JobDone>,
+    done: mpsc::UnboundedReceiver<Report>,
     commands: mpsc::Receiver<Command>,
     peers_down: watch::Sender<bool>,
     counters: Counters,
@@ -80,6 +84,13 @@ pub struct Engine {
     wake_at_ns: Option<u64>,
     started_ns: u64,
     arrivals: Vec<Arrival>,
+    notifier: Option<Notifier>,
+    watchdog: Option<WatchdogPacer>,
+    metrics: Option<MetricsFeed>,
+    failovers: FailoverStats,
+    /// Per group: the dead holder's silence and when it was declared dead, until the
+    /// group is acquired here (a failover) or seen held by another live peer.
+    pending_failovers: Vec<Option<(Duration, u64)>>,
 }
 
 /// What the engine is built from; the daemon assembles it.
@@ -93,11 +104,15 @@ pub struct EngineParts {
     /// Stopped before the final "leaving" so no heartbeat can follow it.
     pub sender: Option<SenderThread>,
     pub jobs: mpsc::UnboundedSender<Job>,
-    pub done: mpsc::UnboundedReceiver<JobDone>,
+    pub done: mpsc::UnboundedReceiver<Report>,
     pub commands: mpsc::Receiver<Command>,
     /// Whether some peer is not up: the daemon then keeps the heartbeat paths' neighbour
     /// entries fresh so the peer is heard the moment it is reachable again.
     pub peers_down: watch::Sender<bool>,
+    /// systemd's notification socket, when started as a notify service.
+    pub notifier: Option<Notifier>,
+    /// Where metrics snapshots go, when `metrics` is configured.
+    pub metrics: Option<MetricsFeed>,
 }
 
 impl Engine {
@@ -145,6 +160,11 @@ impl Engine {
             wake_at_ns: None,
             started_ns: now,
             arrivals: Vec::with_capacity(256),
+            watchdog: parts.notifier.as_ref().and_then(|n| n.watchdog_pacer(now)),
+            notifier: parts.notifier,
+            metrics: parts.metrics,
+            failovers: FailoverStats::default(),
+            pending_failovers: vec![None; groups],
             config,
         }
     }
@@ -160,6 +180,7 @@ impl Engine {
             self.config.timers.initdead.as_millis()
         );
         ready();
+        self.notify("READY=1", Notifier::ready);
         self.decide(monotonic_ns());
         loop {
             let deadline_ns = self.next_wakeup();
@@ -174,7 +195,10 @@ impl Engine {
                         tokio::time::sleep(RX_ERROR_BACKOFF).await;
                     }
                 }
-                Some(done) = self.done.recv() => self.job_done(done),
+                Some(report) = self.done.recv() => match report {
+                    Report::Done(done) => self.job_done(done),
+                    Report::ServiceFailed { group, reason } => self.service_failed(group, &reason),
+                },
                 Some(command) = self.commands.recv() => self.command(command),
                 _ = tokio::time::sleep(sleep_for) => {
                     self.stalls.record(monotonic_ns().saturating_sub(deadline_ns));
@@ -183,6 +207,7 @@ impl Engine {
             self.drain();
             let now = self.settle();
             self.decide(now);
+            self.feed_watchdog_and_metrics(now);
             if self.local.leaving && self.local.phases.iter().all(|p| *p == Phase::Released) {
                 break;
             }
@@ -200,6 +225,7 @@ impl Engine {
             self.membership.next_deadline(),
             self.wake_at_ns,
             Some(now.saturating_add(keepalive)),
+            self.watchdog.map(|w| w.next_due_ns()),
         ]
         .into_iter()
         .flatten()
@@ -211,12 +237,32 @@ impl Engine {
     /// once more and re-reads the clock first.
     fn settle(&mut self) -> u64 {
         let mut now = monotonic_ns();
+        let mut held_before = Vec::new();
         if self.membership.death_due(now) {
             self.drain();
             now = monotonic_ns();
+            held_before = self
+                .membership
+                .peers()
+                .iter()
+                .map(|p| (p.name.clone(), p.held))
+                .collect();
         }
         let mut events = Vec::new();
         self.membership.check(now, &mut events);
+        for event in &events {
+            if let Event::NodeDead { node, silent } = event {
+                let held = held_before
+                    .iter()
+                    .find(|(name, _)| name == node)
+                    .map_or(0, |(_, held)| *held);
+                for (group, pending) in self.pending_failovers.iter_mut().enumerate().take(64) {
+                    if held & (1 << group) != 0 {
+                        *pending = Some((*silent, now));
+                    }
+                }
+            }
+        }
         self.log_events(&events);
         self.local.in_initdead = self.membership.in_initdead();
         let down = self
@@ -261,7 +307,21 @@ impl Engine {
             .membership
             .receive(arrival.kernel_ns, &iface, packet, &mut events)
         {
-            Ok(_) => {}
+            Ok(Receipt::Fresh) => {
+                if let Some(feed) = &mut self.metrics {
+                    if let Some(node) = self.config.nodes.iter().find(|n| n.id == packet.node_id())
+                    {
+                        feed.record_arrival(&node.name, arrival.kernel_ns);
+                    }
+                }
+                let held = packet.held();
+                for (group, pending) in self.pending_failovers.iter_mut().enumerate().take(64) {
+                    if held & (1 << group) != 0 {
+                        *pending = None;
+                    }
+                }
+            }
+            Ok(Receipt::Duplicate) => {}
             Err(crate::membership::Refused::UnknownNode(_)) => {
                 self.counters.unknown_nodes += 1;
                 return;
@@ -273,6 +333,13 @@ impl Engine {
             }
         }
         self.log_events(&events);
+        if let Some(feed) = &mut self.metrics {
+            for event in &events {
+                if let Event::NodeLeft { node } = event {
+                    feed.peer_left(node);
+                }
+            }
+        }
 
         // A peer that was cut off may have announced our addresses meanwhile; one that just
         // released a group we hold may have, too. Announcing again is cheap and always right.
@@ -323,6 +390,7 @@ impl Engine {
             .filter(|p| p.status == NodeStatus::Up)
             .map(|p| PeerView {
                 id: p.id,
+                starting: p.state == Some(NodeState::Starting),
                 standby: p.state == Some(NodeState::Standby),
                 leaving: p.state == Some(NodeState::Leaving),
                 held: p.held,
@@ -390,6 +458,20 @@ impl Engine {
             (JobKind::Acquire, Ok(())) => {
                 *phase = Phase::Held;
                 info!(group = %name, took_ms = done.took.as_millis(), "resource group acquired");
+                if let Some((detection, declared_ns)) = self
+                    .pending_failovers
+                    .get_mut(done.group)
+                    .and_then(Option::take)
+                {
+                    let takeover = Duration::from_nanos(monotonic_ns().saturating_sub(declared_ns));
+                    info!(
+                        group = %name,
+                        detection_ms = detection.as_millis(),
+                        takeover_ms = takeover.as_millis(),
+                        "failover: group taken over from a dead node"
+                    );
+                    self.failovers.record(&name, detection, takeover);
+                }
             }
             (JobKind::Acquire, Err(e)) => {
                 *phase = Phase::Released;
@@ -413,9 +495,42 @@ impl Engine {
         }
     }
 
+    /// A service of a held group keeps dying: mark the group failed here, so the policy
+    /// releases it and a peer takes it.
+    fn service_failed(&mut self, group: usize, reason: &str) {
+        if self.local.phases.get(group) != Some(&Phase::Held) {
+            return;
+        }
+        error!(group = %self.group_name(group), "resource group failed while held: {reason}; handing it over");
+        if let Some(failed_at) = self.local.failed_at_ns.get_mut(group) {
+            *failed_at = Some(monotonic_ns());
+        }
+    }
+
+    /// SIGHUP: reads the configuration again and says what it found. This version applies
+    /// configuration changes at restart only; it never half-applies one.
+    fn check_reload(&self) {
+        let dir = &self.config.dir;
+        match crate::daemon::load_config(dir, Some(&self.config.local_node)) {
+            Err(e) => error!("reload: {e}; still running the previous configuration"),
+            Ok(new) if new == *self.config => info!("reload: configuration unchanged"),
+            Ok(_) => warn!(
+                "reload: the configuration in {} changed; this version applies changes at \
+                 restart (a clean stop hands the groups to the peer at once); still running the \
+                 previous configuration",
+                dir.display()
+            ),
+        }
+    }
+
     fn command(&mut self, command: Command) {
         match command {
             Command::Leave => self.begin_leaving(),
+            Command::Reload => {
+                self.notify("RELOADING=1", Notifier::reloading);
+                self.check_reload();
+                self.notify("READY=1", Notifier::ready);
+            }
             Command::Control(request, reply) => {
                 let response = match request {
                     Request::Status => Response::Status(Box::new(self.status())),
@@ -455,6 +570,30 @@ impl Engine {
         }
     }
 
+    /// Sends one sd_notify message, if systemd asked for them; a failure is only worth a
+    /// debug line (the watchdog retries on the next turn).
+    fn notify(&self, what: &str, send: impl FnOnce(&Notifier) -> Result<(), NotifyError>) {
+        if let Some(notifier) = &self.notifier {
+            if let Err(e) = send(notifier) {
+                debug!("sd_notify {what}: {e}");
+            }
+        }
+    }
+
+    /// Once per loop turn: the watchdog ping when due (so a stuck loop stops the pings),
+    /// and a metrics snapshot when due.
+    fn feed_watchdog_and_metrics(&mut self, now: u64) {
+        if self.watchdog.as_mut().is_some_and(|w| w.poll(now)) {
+            self.notify("WATCHDOG=1", Notifier::watchdog);
+        }
+        if self.metrics.as_ref().is_some_and(|m| m.due(now)) {
+            let status = self.status();
+            if let Some(feed) = &mut self.metrics {
+                feed.publish(status, &self.failovers, now);
+            }
+        }
+    }
+
     fn all_groups(&self) -> u64 {
         (0..self.config.groups.len().min(64)).fold(0, |m, g| m | 1 << g)
     }
@@ -462,6 +601,7 @@ impl Engine {
     fn begin_leaving(&mut self) {
         if !self.local.leaving {
             info!("shutting down: releasing every resource group, then telling the peers");
+            self.notify("STOPPING=1", Notifier::stopping);
             self.local.leaving = true;
             self.advertise();
         }

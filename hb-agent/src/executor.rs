@@ -8,18 +8,24 @@
 //! round goes out at once, the repeats must not delay the group's services — and are
 //! cancelled when the group is released, so this node never announces an address it no
 //! longer holds.
+//!
+//! While a group is held, its script resources are checked with `status` every
+//! [`SERVICE_CHECK_INTERVAL`] (beside the queue, so a slow check never delays a failover).
+//! A service found stopped is restarted once; if it is found stopped again, the group is
+//! reported failed to the decision loop, which hands it to a peer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::arp::Announcer;
 use crate::config::{AddressPlacement, Config, Resource, SystemHost};
-use crate::netlink::{vip_label, AddOutcome, DelOutcome, Netlink};
+use crate::netlink::{vip_label, AddOutcome, AddressNotice, AddressWatch, DelOutcome, Netlink};
 use crate::services::{self, Operation, ScriptResolver};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +40,26 @@ pub struct Job {
     pub group: usize,
     pub kind: JobKind,
 }
+
+/// How often the script resources of held groups are checked with `status`.
+pub const SERVICE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How many times a dead service is restarted in place before its group is handed over.
+const RESTARTS_BEFORE_HANDOVER: u32 = 1;
+
+/// What the executor tells the decision loop.
+#[derive(Debug)]
+pub enum Report {
+    Done(JobDone),
+    /// A service of a held group died and could not be kept running here.
+    ServiceFailed {
+        group: usize,
+        reason: String,
+    },
+}
+
+/// The outcome of one `status` check: group, resource index, what was found.
+type CheckResult = (usize, usize, Result<services::ServiceState, String>);
 
 #[derive(Debug)]
 pub struct JobDone {
@@ -56,6 +82,12 @@ pub struct Executor {
     /// Where each address resource was placed when acquired, so release removes exactly
     /// that (the connected route may have changed since).
     placed: HashMap<(usize, usize), Placed>,
+    /// Groups whose every resource is started.
+    held: std::collections::BTreeSet<usize>,
+    /// Restarts of each (group, resource) since its group was acquired.
+    restarts: HashMap<(usize, usize), u32>,
+    /// The status check in flight, if any.
+    checking: Option<JoinHandle<Vec<CheckResult>>>,
 }
 
 impl Executor {
@@ -67,6 +99,9 @@ impl Executor {
             config,
             announcing: HashMap::new(),
             placed: HashMap::new(),
+            held: Default::default(),
+            restarts: HashMap::new(),
+            checking: None,
         }
     }
 
@@ -74,27 +109,204 @@ impl Executor {
     pub async fn run(
         mut self,
         mut jobs: mpsc::UnboundedReceiver<Job>,
-        done: mpsc::UnboundedSender<JobDone>,
+        reports: mpsc::UnboundedSender<Report>,
     ) {
-        while let Some(job) = jobs.recv().await {
-            let started = Instant::now();
-            let result = match job.kind {
-                JobKind::Acquire => self.acquire(job.group).await,
-                JobKind::Release => self.release(job.group).await,
-                JobKind::Reannounce => self.reannounce(job.group).await,
-            };
-            let report = JobDone {
-                group: job.group,
-                kind: job.kind,
-                result,
-                took: started.elapsed(),
-            };
-            if done.send(report).is_err() {
-                break;
+        let mut checks = tokio::time::interval(SERVICE_CHECK_INTERVAL);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = subscribe_addresses();
+        let mut refresh = self.config.garp.refresh.map(|every| {
+            let mut timer = tokio::time::interval(every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer
+        });
+        loop {
+            tokio::select! {
+                job = jobs.recv() => {
+                    let Some(job) = job else { break };
+                    let report = self.run_job(job).await;
+                    if reports.send(Report::Done(report)).is_err() {
+                        break;
+                    }
+                }
+                _ = checks.tick(), if self.checking.is_none() => self.start_checks(),
+                results = finished(&mut self.checking) => {
+                    self.checking = None;
+                    for failed in self.act_on_checks(results).await {
+                        if reports.send(failed).is_err() {
+                            break;
+                        }
+                    }
+                }
+                notice = next_notice(&mut watch) => match notice {
+                    Some(AddressNotice::Removed(event)) => self.restore(Some(event.addr)).await,
+                    Some(AddressNotice::Overrun) => self.restore(None).await,
+                    Some(AddressNotice::Added(_)) => {}
+                    None => {
+                        warn!("address watch ended; subscribing again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        watch = subscribe_addresses();
+                        self.restore(None).await;
+                    }
+                },
+                _ = tick(&mut refresh) => {
+                    let placed: Vec<(usize, Placed)> =
+                        self.placed.iter().map(|((group, _), p)| (*group, p.clone())).collect();
+                    for (group, place) in placed {
+                        self.announce(group, &place);
+                    }
+                }
             }
         }
         for handles in self.announcing.values() {
             handles.iter().for_each(JoinHandle::abort);
+        }
+        if let Some(check) = self.checking.take() {
+            check.abort();
+        }
+    }
+
+    /// Starts `status` checks of every script resource of the held groups, in a task of
+    /// their own.
+    fn start_checks(&mut self) {
+        let mut targets = Vec::new();
+        for &group in &self.held {
+            for (index, resource) in self.resources(group).iter().enumerate() {
+                if let Resource::Script { name, args } = resource {
+                    match self.resolver.resolve(name) {
+                        Ok(target) => targets.push((group, index, target, args.clone())),
+                        Err(e) => debug!("not checking {name}: {e}"),
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        self.checking = Some(tokio::spawn(async move {
+            let mut results = Vec::with_capacity(targets.len());
+            for (group, index, target, args) in targets {
+                let outcome = services::run(
+                    &target,
+                    &args,
+                    Operation::Status,
+                    Operation::Status.default_timeout(),
+                )
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|o| {
+                    o.service_state
+                        .ok_or_else(|| "no state reported".to_owned())
+                });
+                results.push((group, index, outcome));
+            }
+            results
+        }));
+    }
+
+    /// Restarts dead services once; reports the groups whose services keep dying.
+    async fn act_on_checks(&mut self, results: Vec<CheckResult>) -> Vec<Report> {
+        use services::ServiceState;
+        let mut failed = Vec::new();
+        for (group, index, outcome) in results {
+            let Some(Resource::Script { name, args }) = self.resources(group).get(index).cloned()
+            else {
+                continue;
+            };
+            if !self.held.contains(&group) {
+                continue;
+            }
+            match outcome {
+                Ok(ServiceState::Running) => {}
+                // A script without a usable `status` cannot be watched; that is its choice.
+                Err(e) => debug!(resource = %name, "status check inconclusive: {e}"),
+                Ok(state @ (ServiceState::Stopped | ServiceState::Dead)) => {
+                    let restarts = self.restarts.entry((group, index)).or_insert(0);
+                    if *restarts < RESTARTS_BEFORE_HANDOVER {
+                        *restarts += 1;
+                        warn!(resource = %name, ?state, "service of a held group is not running; restarting it");
+                        if let Err(e) = self.run_script(&name, &args, Operation::Start).await {
+                            failed.push(Report::ServiceFailed {
+                                group,
+                                reason: format!("{name} could not be restarted: {e}"),
+                            });
+                            self.held.remove(&group);
+                        }
+                    } else {
+                        failed.push(Report::ServiceFailed {
+                            group,
+                            reason: format!("{name} stopped again after a restart"),
+                        });
+                        self.held.remove(&group);
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    async fn run_job(&mut self, job: Job) -> JobDone {
+        let started = Instant::now();
+        let result = match job.kind {
+            JobKind::Acquire => self.acquire(job.group).await,
+            JobKind::Release => self.release(job.group).await,
+            JobKind::Reannounce => self.reannounce(job.group).await,
+        };
+        match (job.kind, &result) {
+            (JobKind::Acquire, Ok(())) => {
+                self.held.insert(job.group);
+                self.restarts.retain(|(group, _), _| *group != job.group);
+            }
+            (JobKind::Release, _) => {
+                self.held.remove(&job.group);
+            }
+            _ => {}
+        }
+        JobDone {
+            group: job.group,
+            kind: job.kind,
+            result,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Puts back addresses of held groups that disappeared from their interface (someone
+    /// ran `ip addr del`, networkd reconfigured the link, a link flap dropped an IPv6
+    /// address), and announces them again. `None`: check every held address.
+    async fn restore(&mut self, removed: Option<IpAddr>) {
+        let suspects: Vec<(usize, Placed)> = self
+            .placed
+            .iter()
+            .filter(|(_, place)| removed.is_none_or(|addr| addr == place.addr))
+            .map(|((group, _), place)| (*group, place.clone()))
+            .collect();
+        for (group, place) in suspects {
+            match self.netlink.has_address(&place.device, place.addr).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(iface = %place.device, "cannot check {}: {e}", place.addr);
+                    continue;
+                }
+            }
+            warn!(
+                iface = %place.device,
+                "{}/{} of a held group disappeared from the interface; adding it again",
+                place.addr, place.prefix
+            );
+            let added = self
+                .netlink
+                .add_address(
+                    &place.device,
+                    place.addr,
+                    place.prefix,
+                    place.label.as_deref(),
+                    place.broadcast,
+                )
+                .await;
+            match added {
+                Ok(_) => self.announce(group, &place),
+                Err(e) => error!(iface = %place.device, "could not add {} again: {e}", place.addr),
+            }
         }
     }
 
@@ -178,6 +390,8 @@ impl Executor {
                         info!(iface = %place.device, "{}/{} was already present", place.addr, place.prefix)
                     }
                 }
+                // Tell the segment first; the flush runs while the announcement goes out.
+                self.announce(group, &place);
                 match self.netlink.flush_stale_neighbours(&place.device).await {
                     Ok(0) => {}
                     Ok(n) => {
@@ -185,7 +399,6 @@ impl Executor {
                     }
                     Err(e) => warn!(iface = %place.device, "could not flush stale neighbours: {e}"),
                 }
-                self.announce(group, &place);
                 self.placed.insert((group, index), place);
                 Ok(())
             }
@@ -285,5 +498,44 @@ impl Executor {
         let handles = self.announcing.entry(group).or_default();
         handles.retain(|h| !h.is_finished());
         handles.push(handle);
+    }
+}
+
+fn subscribe_addresses() -> Option<AddressWatch> {
+    match AddressWatch::subscribe() {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            warn!("cannot watch address changes; a removed VIP will not be put back: {e}");
+            None
+        }
+    }
+}
+
+/// The next address notice, or never when there is no watch.
+async fn next_notice(watch: &mut Option<AddressWatch>) -> Option<AddressNotice> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next refresh tick, or never when `garp_refresh` is off.
+async fn tick(refresh: &mut Option<tokio::time::Interval>) {
+    match refresh {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The results of the status check in flight, or never when none is.
+async fn finished(checking: &mut Option<JoinHandle<Vec<CheckResult>>>) -> Vec<CheckResult> {
+    match checking {
+        Some(handle) => handle.await.unwrap_or_else(|e| {
+            warn!("service status check task failed: {e}");
+            Vec::new()
+        }),
+        None => std::future::pending().await,
     }
 }

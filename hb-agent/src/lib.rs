@@ -14,7 +14,9 @@
 //!   the two receive paths is in use;
 //! - [`netlink`] (addresses, neighbours), [`arp`] (gratuitous ARP, unsolicited NA),
 //!   [`services`] (resource scripts), run by the [`executor`];
-//! - [`control`]: the control socket behind `hb-agent status|standby|takeover`.
+//! - [`control`]: the control socket behind `hb-agent status|standby|takeover`;
+//! - [`notify`] (systemd's notify protocol and watchdog), [`metrics`] (Prometheus text),
+//!   [`logging`] (ha.cf's `logfile`/`debugfile`).
 //!
 //! [`engine`] is the one task that owns the cluster state; [`daemon`] assembles it all.
 
@@ -27,8 +29,11 @@ pub mod daemon;
 pub mod engine;
 pub mod executor;
 pub mod inbound;
+pub mod logging;
 pub mod membership;
+pub mod metrics;
 pub mod netlink;
+pub mod notify;
 pub mod policy;
 pub mod services;
 pub mod stats;

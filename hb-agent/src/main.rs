@@ -87,9 +87,9 @@ struct StatusArgs {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    let log_files = init_logging();
     let cli = Cli::parse();
-    match execute(cli) {
+    match execute(cli, log_files) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hb-agent: {e:#}");
@@ -98,16 +98,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Standard error (filtered by HB_LOG), plus ha.cf's logfile/debugfile once `run` has read
+/// the configuration.
+fn init_logging() -> hb_agent::logging::LogFiles {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let files = hb_agent::logging::LogFiles::new();
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(files.layer())
         .init();
+    files
 }
 
-fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+fn execute(cli: Cli, log_files: hb_agent::logging::LogFiles) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             daemon::run(RunOptions {
@@ -116,6 +127,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 state_dir: args.state_dir,
                 control_socket: args.control_socket,
                 pin_root: args.bpf_pin_root,
+                log_files,
             })
             .context("hb-agent run")?;
             Ok(ExitCode::SUCCESS)

@@ -93,6 +93,8 @@ fn mask(bits: impl Iterator<Item = bool>) -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerView {
     pub id: u32,
+    /// Still in its own start-up (`initdead`): not ready to take a group over yet.
+    pub starting: bool,
     pub standby: bool,
     pub leaving: bool,
     pub held: u64,
@@ -132,6 +134,7 @@ pub struct Policy {
 
 struct Candidate {
     id: u32,
+    starting: bool,
     standby: bool,
     holds: bool,
     up_since_ns: u64,
@@ -206,6 +209,7 @@ impl Policy {
         let local_phase = local.phases.get(group).copied().unwrap_or(Phase::Released);
         let me = Candidate {
             id: self.rules.local,
+            starting: local.in_initdead,
             standby: local.standby,
             holds: local_phase.occupies(),
             up_since_ns: 0,
@@ -215,6 +219,7 @@ impl Policy {
             .filter(|p| !p.leaving)
             .map(|p| Candidate {
                 id: p.id,
+                starting: p.starting,
                 standby: p.standby,
                 holds: p.held & bit != 0,
                 up_since_ns: p.up_since_ns,
@@ -255,7 +260,9 @@ impl Policy {
             if !someone_holds || preferred.holds {
                 return (Some(preferred.id), wake);
             }
-            if self.rules.auto_failback != AutoFailback::Off {
+            // Failback waits until the returning node is up and running, not merely heard:
+            // releasing to a node still starting would leave the group nowhere meanwhile.
+            if self.rules.auto_failback != AutoFailback::Off && !preferred.starting {
                 let due = preferred
                     .up_since_ns
                     .saturating_add(nanos(self.rules.failback_delay));
@@ -314,6 +321,7 @@ mod tests {
     fn peer(id: u32, held: u64) -> PeerView {
         PeerView {
             id,
+            starting: false,
             standby: false,
             leaving: false,
             held,
@@ -381,6 +389,24 @@ mod tests {
             &[peer(S, 0)],
         );
         assert_eq!(d.actions, vec![Action::Acquire(0)]);
+    }
+
+    #[test]
+    fn failback_waits_until_the_returning_node_has_started() {
+        let starting = PeerView {
+            starting: true,
+            ..peer(P, 0)
+        };
+        let d = decide(rules(S, AutoFailback::On), &local(Phase::Held), &[starting]);
+        assert_eq!(d.actions, vec![]);
+        assert_eq!(d.holders, vec![Some(S)]);
+        // At a cold start of both nodes, a starting preferred node still wins a free group.
+        let d = decide(
+            rules(S, AutoFailback::On),
+            &local(Phase::Released),
+            &[starting],
+        );
+        assert_eq!(d.holders, vec![Some(P)]);
     }
 
     #[test]

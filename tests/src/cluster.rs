@@ -5,12 +5,18 @@
 //!            switch namespace
 //!   ┌──────────── svc bridge (198.18.1.0/24) ────────────┐   ┌─ hb bridge (198.18.2.0/24) ─┐
 //!   client .100          lb1 eth0 .11    lb2 eth0 .12          lb1 eth1 .11   lb2 eth1 .12
-//!                        VIP 198.18.1.10 on the holder
+//!   [web1 .21 ...]       VIP 198.18.1.10 on the holder
 //! ```
 //!
 //! Every node gets its own Heartbeat-style `/etc/ha.d` (identical `ha.cf`, `haresources`,
 //! `authkeys`; its own `resource.d/nginx`), state directory, control socket and BPF pin
 //! root. Node death is its bridge ports going down, as on a real switch.
+//!
+//! By default each balancer's nginx serves a page naming the balancer. With
+//! [`ClusterSpec::web_servers`], web servers on the service LAN serve the pages and the
+//! balancers' nginx is a round-robin reverse proxy to them (the seeds' farm, for the demo and
+//! the benchmark); [`Served`] reads who answered, from a response or from what
+//! [`crate::probe::Prober`] recorded.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,7 +29,7 @@ use serde_json::Value;
 
 use crate::error::{LabError, Result};
 use crate::lab::{Bridge, Lab, Netns};
-use crate::nginx::nginx_config;
+use crate::nginx::{nginx_config, nginx_config_with, Nginx};
 use crate::process::ProcessHandle;
 use crate::wait::wait_for;
 use crate::{agent_binary, HttpResponse};
@@ -31,6 +37,10 @@ use crate::{agent_binary, HttpResponse};
 /// The service address the cluster keeps alive.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+/// Host part of the first web server's service address (web1 is 198.18.1.21).
+const FIRST_WEB_HOST: u8 = 21;
+/// Web servers fit between the first one and the client's address.
+const MAX_WEB_SERVERS: usize = 9;
 
 /// How a cluster is configured; the defaults are a quick, steady profile for tests.
 #[derive(Clone, Debug)]
@@ -53,6 +63,14 @@ pub struct ClusterSpec {
     pub extra_ha_cf: String,
     /// Per node (by index): extra resource.d scripts, name → shell body.
     pub scripts: Vec<Vec<(String, String)>>,
+    /// Web servers behind the balancers. 0 (the default): each balancer's nginx serves its own
+    /// page, `"lb1\n"`. N (at most 9): `web1..webN`, nginx on the service LAN from 198.18.1.21
+    /// on, serve `"web1\n"`...; each balancer's nginx is a round-robin reverse proxy to them
+    /// that appends its own name: `"web2 via lb1\n"`.
+    pub web_servers: usize,
+    /// The hb-agent binary; `None`: [`agent_binary`] (`$HB_AGENT_BIN`, or the one built next to
+    /// the test executable).
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl Default for ClusterSpec {
@@ -69,6 +87,8 @@ impl Default for ClusterSpec {
             resources: format!("IPaddr::{VIP}/24/eth0 nginx"),
             extra_ha_cf: String::new(),
             scripts: Vec::new(),
+            web_servers: 0,
+            agent_binary: None,
         }
     }
 }
@@ -91,8 +111,71 @@ pub struct ClusterNode {
     starts: u32,
 }
 
+/// One web server behind the balancers ([`ClusterSpec::web_servers`]).
+#[derive(Debug)]
+pub struct WebServer {
+    /// `web1`, `web2`, ...: also the page it serves.
+    pub name: String,
+    pub netns: Netns,
+    pub addr: Ipv4Addr,
+    pub nginx: Nginx,
+}
+
+/// Who answered a request through the VIP, as the page says: `"lb1\n"` without web servers,
+/// `"web2 via lb1\n"` with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The balancer whose nginx took the request.
+    pub balancer: String,
+    /// The web server that produced the page, when there are web servers.
+    pub backend: Option<String>,
+}
+
+impl Served {
+    /// Reads a response to `GET /` on the VIP; `None` unless it is a 200 with one of the
+    /// cluster's pages.
+    pub fn parse(response: &HttpResponse) -> Option<Served> {
+        if response.status != 200 {
+            return None;
+        }
+        Served::from_page(response.body.strip_suffix('\n')?)
+    }
+
+    /// Reads a page without its newline (`"web2 via lb1"`, `"lb1"`; what a
+    /// [`crate::probe::ProbeOutcome::Served`] holds).
+    pub fn from_page(line: &str) -> Option<Served> {
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        let served = match line.split_once(" via ") {
+            Some((backend, balancer)) => Served {
+                balancer: balancer.to_owned(),
+                backend: Some(backend.to_owned()),
+            },
+            None => Served {
+                balancer: line.to_owned(),
+                backend: None,
+            },
+        };
+        (name_ok(&served.balancer) && served.backend.as_deref().is_none_or(name_ok))
+            .then_some(served)
+    }
+}
+
+impl std::fmt::Display for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.backend {
+            Some(backend) => write!(f, "{backend} via {}", self.balancer),
+            None => f.write_str(&self.balancer),
+        }
+    }
+}
+
 /// A running lab cluster. Dropping it stops the agents, the nginx instances their resource
-/// scripts started, and removes the lab.
+/// scripts started, and removes the lab (unless [`Cluster::keep`] was called).
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub nodes: Vec<ClusterNode>,
@@ -100,8 +183,11 @@ pub struct Cluster {
     pub switch: Netns,
     pub svc: Bridge,
     pub hb: Bridge,
+    /// The web servers behind the balancers (empty unless [`ClusterSpec::web_servers`]).
+    pub web: Vec<WebServer>,
     // Last: dropped after the nginx clean-up in `Drop`.
     pub lab: Lab,
+    kept: bool,
 }
 
 /// How long tests wait for anything the cluster does; generous for a loaded 2-core CI box.
@@ -109,8 +195,15 @@ pub const SETTLE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
 
 impl Cluster {
-    /// Builds the network and writes every node's configuration; starts nothing.
+    /// Builds the network and writes every node's configuration; starts no agent (and no
+    /// nginx of the balancers). Web servers, if the spec asks for them, are started and serving.
     pub fn new(label: &str, spec: ClusterSpec) -> Result<Cluster> {
+        if spec.web_servers > MAX_WEB_SERVERS {
+            return Err(LabError::Cluster(format!(
+                "at most {MAX_WEB_SERVERS} web servers (asked for {})",
+                spec.web_servers
+            )));
+        }
         let lab = Lab::new(label)?;
         let switch = lab.add_netns("sw")?;
         let svc = lab.add_bridge(&switch, "svc")?;
@@ -148,6 +241,21 @@ impl Cluster {
             };
             nodes.push(node);
         }
+        let mut web = Vec::new();
+        for (index, host) in (FIRST_WEB_HOST..).take(spec.web_servers).enumerate() {
+            let name = format!("web{}", index + 1);
+            let netns = lab.add_netns(&name)?;
+            lab.connect(&netns, "eth0", &svc)?;
+            let addr = Ipv4Addr::new(198, 18, 1, host);
+            lab.add_address(&netns, "eth0", &format!("{addr}/24"))?;
+            let nginx = lab.start_nginx(&netns, &name, SocketAddr::from((addr, 80)))?;
+            web.push(WebServer {
+                name,
+                netns,
+                addr,
+                nginx,
+            });
+        }
         let cluster = Cluster {
             spec,
             nodes,
@@ -155,7 +263,9 @@ impl Cluster {
             switch,
             svc,
             hb,
+            web,
             lab,
+            kept: false,
         };
         for index in 0..cluster.nodes.len() {
             cluster.write_config(index, &authkeys)?;
@@ -215,7 +325,16 @@ impl Cluster {
         // The managed reverse proxy: nginx started by its resource script, as Heartbeat
         // started /etc/init.d/nginx.
         let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80));
-        let config = nginx_config(&node.nginx_dir, listen).replacen("daemon off;", "daemon on;", 1);
+        let config = if self.spec.web_servers == 0 {
+            nginx_config(&node.nginx_dir, listen)
+        } else {
+            let backends: Vec<SocketAddr> = (FIRST_WEB_HOST..)
+                .take(self.spec.web_servers)
+                .map(|host| SocketAddr::from((Ipv4Addr::new(198, 18, 1, host), 80)))
+                .collect();
+            proxy_config(&node.nginx_dir, listen, &node.name, &backends)
+        }
+        .replacen("daemon off;", "daemon on;", 1);
         write(&node.nginx_dir.join("nginx.conf"), &config, 0o644)?;
         write(
             &node.nginx_dir.join("www/index.txt"),
@@ -227,11 +346,13 @@ impl Cluster {
             "#!/bin/sh\n\
              # hb test resource: the reverse proxy of {name}\n\
              pid={dir}/nginx.pid\n\
-             running() {{ [ -f \"$pid\" ] && kill -0 \"$(cat \"$pid\")\" 2>/dev/null; }}\n\
+             # By its command line: a killed master's pid may be a zombie (not every init\n\
+             # reaps at once) or another process by now, and neither is our nginx.\n\
+             running() {{ [ -f \"$pid\" ] && grep -qsF {dir}/nginx.conf \"/proc/$(cat \"$pid\")/cmdline\"; }}\n\
              case \"$1\" in\n\
              start) running && exit 0; exec nginx -p {dir} -c {dir}/nginx.conf -e {dir}/error.log ;;\n\
              stop) running || exit 0; kill \"$(cat \"$pid\")\"\n\
-             \x20     for _ in $(seq 100); do running || exit 0; sleep 0.05; done; exit 1 ;;\n\
+             \x20     for _ in $(seq 500); do running || exit 0; sleep 0.01; done; exit 1 ;;\n\
              status) running && exit 0 || exit 3 ;;\n\
              *) exit 2 ;;\n\
              esac\n",
@@ -248,9 +369,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// The hb-agent binary this cluster runs.
+    pub fn agent_path(&self) -> Result<PathBuf> {
+        match &self.spec.agent_binary {
+            Some(path) => Ok(path.clone()),
+            None => agent_binary(),
+        }
+    }
+
+    /// Leaves the whole cluster running after this process exits: agents, nginx, web servers,
+    /// namespaces, pins and files stay until [`crate::lab::remove_kept_lab`] removes them
+    /// (see [`Lab::keep`]; `note` is stored for whoever lists kept labs). Returns the marker.
+    pub fn keep(mut self, note: &str) -> Result<PathBuf> {
+        let marker = self.lab.keep(note)?;
+        self.kept = true;
+        Ok(marker)
+    }
+
     /// Starts node `index`'s agent.
     pub fn start(&mut self, index: usize) -> Result<()> {
-        let binary = agent_binary()?;
+        let binary = self.agent_path()?;
         let node = &mut self.nodes[index];
         let mut command = Command::new(binary);
         command
@@ -331,7 +469,7 @@ impl Cluster {
 
     /// `hb-agent status --json` of node `index`.
     pub fn status(&self, index: usize) -> Result<Value> {
-        let binary = agent_binary()?;
+        let binary = self.agent_path()?;
         let socket = self.nodes[index].control_socket.display().to_string();
         let output = crate::cmd::run(
             &binary.display().to_string(),
@@ -346,7 +484,7 @@ impl Cluster {
 
     /// Runs `hb-agent <args> --control-socket <node's>` and returns its stdout.
     pub fn control(&self, index: usize, command: &str) -> Result<String> {
-        let binary = agent_binary()?;
+        let binary = self.agent_path()?;
         let socket = self.nodes[index].control_socket.display().to_string();
         Ok(crate::cmd::run(
             &binary.display().to_string(),
@@ -379,7 +517,7 @@ impl Cluster {
     }
 
     /// A crash of the whole machine: links down at the switch, the agent killed, and what a
-    /// reboot clears (the VIP, the running nginx) gone.
+    /// reboot clears (the VIP, the running nginx with its workers, the ARP cache) gone.
     pub fn power_off(&mut self, index: usize) -> Result<()> {
         self.set_connected(index, false)?;
         self.kill(index)?;
@@ -388,12 +526,8 @@ impl Cluster {
         let _ = self
             .lab
             .ip(&node.netns, &["addr", "del", &vip, "dev", "eth0"]);
-        if let Some(pid) = managed_nginx_pid(&node.nginx_dir) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_managed_nginx(&node.nginx_dir);
+        self.lab.ip(&node.netns, &["neigh", "flush", "all"])?;
         Ok(())
     }
 
@@ -450,13 +584,16 @@ impl Cluster {
             .http_get(&self.client, SocketAddr::from((VIP, 80)), "/", timeout)
     }
 
-    /// Waits until the client gets `name`'s page through the VIP.
+    /// Waits until the client gets a page through the VIP from balancer `name`.
     pub fn wait_served_by(&self, name: &str) -> Result<()> {
-        let body = format!("{name}\n");
         let mut last = String::new();
         let ok = wait_for(SETTLE, POLL, || {
             match self.get_vip(Duration::from_millis(300)) {
-                Ok(response) if response.status == 200 && response.body == body => Some(()),
+                Ok(response)
+                    if Served::parse(&response).is_some_and(|served| served.balancer == name) =>
+                {
+                    Some(())
+                }
                 Ok(response) => {
                     last = format!("HTTP {} {:?}", response.status, response.body);
                     None
@@ -511,6 +648,22 @@ impl Cluster {
         })
     }
 
+    /// Kills the nginx node `index`'s resource script started (a crash of the service).
+    pub fn kill_nginx(&self, index: usize) -> Result<()> {
+        let dir = &self.nodes[index].nginx_dir;
+        let pid = managed_nginx_pid(dir).ok_or_else(|| {
+            LabError::Cluster(format!("no nginx running on {}", self.nodes[index].name))
+        })?;
+        kill_managed_nginx(dir);
+        // The master's pid file outlives a SIGKILL; the script's status must see a dead pid.
+        let gone = wait_for(SETTLE, POLL, || {
+            managed_nginx_pid(&self.nodes[index].nginx_dir)
+                .is_none()
+                .then_some(())
+        });
+        gone.ok_or_else(|| LabError::Cluster(format!("nginx {pid} did not die")))
+    }
+
     /// Whether nginx managed by node `index`'s resource script is running.
     pub fn nginx_running(&self, index: usize) -> bool {
         managed_nginx_pid(&self.nodes[index].nginx_dir).is_some()
@@ -532,6 +685,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         // Agents first (a clean stop also stops their nginx), then any nginx a killed agent
         // left behind: nginx leaves its process group when it daemonizes, so it is found by
         // its pid file, and only if that pid really is our nginx.
@@ -541,14 +697,26 @@ impl Drop for Cluster {
             }
         }
         for node in &self.nodes {
-            if let Some(pid) = managed_nginx_pid(&node.nginx_dir) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            kill_managed_nginx(&node.nginx_dir);
         }
     }
+}
+
+/// SIGKILLs the nginx started from `dir`, workers included: they are in the master's own
+/// process group (it calls setsid when it daemonizes), and a worker whose master is killed
+/// alone lives on, still listening.
+fn kill_managed_nginx(dir: &Path) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::{getpgid, Pid};
+    let Some(pid) = managed_nginx_pid(dir).map(Pid::from_raw) else {
+        return;
+    };
+    // Nothing more can be done if it is gone already.
+    let _ = if getpgid(Some(pid)) == Ok(pid) {
+        killpg(pid, Signal::SIGKILL)
+    } else {
+        kill(pid, Signal::SIGKILL)
+    };
 }
 
 /// The pid of the nginx master started from `dir`, if it runs (checked against its command
@@ -564,6 +732,36 @@ fn managed_nginx_pid(dir: &Path) -> Option<i32> {
     String::from_utf8_lossy(&cmdline)
         .contains(wanted.to_string_lossy().as_ref())
         .then_some(pid)
+}
+
+/// A balancer's nginx as a round-robin reverse proxy to `backends`, appending `" via
+/// <balancer>"` to each page so the client sees both hops. Paths as in [`nginx_config`].
+fn proxy_config(dir: &Path, listen: SocketAddr, balancer: &str, backends: &[SocketAddr]) -> String {
+    let servers: String = backends
+        .iter()
+        .map(|backend| format!("        server {backend} max_fails=0;\n"))
+        .collect();
+    nginx_config_with(
+        dir,
+        &format!(
+            "    upstream web {{
+{servers}        keepalive 8;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_connect_timeout 1s;
+            sub_filter_types text/plain;
+            sub_filter_once on;
+            sub_filter \"\\n\" \" via {balancer}\\n\";
+        }}
+    }}
+"
+        ),
+    )
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {

@@ -6,6 +6,10 @@
 //! or SIGHUP the test process removes all its labs before exiting. A run killed outright
 //! (SIGKILL) leaves names carrying its dead pid; the next lab created on the machine removes
 //! those (see [`crate::names`]).
+//!
+//! A lab can also be *kept* ([`Lab::keep`], for `cargo xtask demo --keep`): a marker file in its
+//! temp dir tells every clean-up path to leave it alone after its owner exits, until
+//! [`remove_kept_lab`] removes it.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -16,8 +20,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
@@ -30,17 +34,35 @@ use crate::addr::{require_test_address, TestCidr};
 use crate::bpf::{bpffs_mounted, BPFFS_ROOT};
 use crate::cmd::{self, describe, parse_json, CommandOutput};
 use crate::error::{LabError, Result};
-use crate::names::{check_ifname, check_short_name, owner_pid, pid_alive, run_prefix};
+use crate::names::{
+    check_ifname, check_short_name, owner_pid, pid_alive, run_prefix, run_prefix_of,
+};
 use crate::process::{terminate, ProcessHandle, TrackedProcess};
 use crate::{is_root, write_stderr_line};
 
 /// Where `ip netns add` puts namespace handles.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
+/// The file in a lab's temp dir that marks it kept: no clean-up path removes a kept lab, even
+/// once its owner is gone, until [`remove_kept_lab`] does. It holds the keeper's note.
+pub const KEEP_MARKER: &str = "kept";
+
 /// How long a process gets between SIGTERM and SIGKILL when the lab ends it.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(3);
 
 static NEXT_LAB_INDEX: AtomicU32 = AtomicU32::new(0);
+
+/// Held shared while a lab creates something the signal clean-up must find (a namespace, a
+/// process, a temp or bpffs dir), and while a lab tears itself down. The clean-up takes it
+/// exclusively and keeps it until the process exits, so nothing new appears while, or after,
+/// it removes this process's labs, and a thread failing because of that removal cannot end
+/// the process (returning from `main`) half-way through it.
+static CREATION_GATE: RwLock<()> = RwLock::new(());
+
+fn creating() -> RwLockReadGuard<'static, ()> {
+    // The guarded data is `()`: a panic under the lock cannot leave anything inconsistent.
+    CREATION_GATE.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A network namespace created by a lab.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -158,6 +180,7 @@ pub struct Lab {
     prefix: String,
     temp_dir: PathBuf,
     state: Mutex<LabState>,
+    kept: AtomicBool,
 }
 
 impl fmt::Debug for Lab {
@@ -183,13 +206,20 @@ impl Lab {
                 "hb-tests: removed leftover of a dead run: {removed}"
             ));
         }
-        let index = NEXT_LAB_INDEX.fetch_add(1, Ordering::Relaxed);
-        let prefix = run_prefix(std::process::id(), index);
+        // A kept lab of an earlier process that had our pid keeps its names: take the next.
+        let prefix = loop {
+            let index = NEXT_LAB_INDEX.fetch_add(1, Ordering::Relaxed);
+            let prefix = run_prefix(std::process::id(), index);
+            if !is_kept(&prefix) {
+                break prefix;
+            }
+        };
         // Anything already carrying this exact prefix belongs to an earlier process that had
         // our pid: it is stale by construction.
         remove_run_leftovers(&prefix);
 
         let temp_dir = std::env::temp_dir().join(&prefix);
+        let _creating = creating();
         fs::create_dir_all(&temp_dir).map_err(|err| LabError::io("creating", &temp_dir, err))?;
         // Readable by nginx workers, which drop to an unprivileged user.
         fs::set_permissions(&temp_dir, fs::Permissions::from_mode(0o755))
@@ -206,7 +236,23 @@ impl Lab {
             prefix,
             temp_dir,
             state: Mutex::new(LabState::default()),
+            kept: AtomicBool::new(false),
         })
+    }
+
+    /// Keeps the lab after this process exits: writes [`KEEP_MARKER`] (holding `note`, for
+    /// whoever lists kept labs) and makes dropping the lab leave everything running. Returns
+    /// the marker's path. Remove the lab later with [`remove_kept_lab`].
+    pub fn keep(&self, note: &str) -> Result<PathBuf> {
+        let marker = self.temp_dir.join(KEEP_MARKER);
+        fs::write(&marker, note).map_err(|err| LabError::io("writing", &marker, err))?;
+        self.kept.store(true, Ordering::SeqCst);
+        Ok(marker)
+    }
+
+    /// Whether [`Lab::keep`] was called.
+    pub fn is_kept(&self) -> bool {
+        self.kept.load(Ordering::SeqCst)
     }
 
     /// What the lab was created for.
@@ -228,6 +274,7 @@ impl Lab {
     pub fn temp_subdir(&self, name: &str) -> Result<PathBuf> {
         check_short_name(name)?;
         let dir = self.temp_dir.join(name);
+        let _creating = creating();
         fs::create_dir_all(&dir).map_err(|err| LabError::io("creating", &dir, err))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
             .map_err(|err| LabError::io("setting permissions of", &dir, err))?;
@@ -250,6 +297,7 @@ impl Lab {
             short: short.to_owned(),
         };
         {
+            let _creating = creating();
             let mut state = self.state();
             if state.namespaces.iter().any(|ns| ns.short == short) {
                 return Err(LabError::Duplicate {
@@ -621,6 +669,7 @@ impl Lab {
     }
 
     fn spawn_tracked(&self, netns: &Netns, name: &str, command: &Command) -> Result<ProcessHandle> {
+        let _creating = creating();
         let stdout_path = self.temp_dir.join(format!("{name}.stdout"));
         let stderr_path = self.temp_dir.join(format!("{name}.stderr"));
         let stdout = File::create(&stdout_path)
@@ -730,6 +779,7 @@ impl Lab {
         }
         let root = Path::new(BPFFS_ROOT).join(&self.prefix);
         let dir = root.join(name);
+        let _creating = creating();
         fs::create_dir_all(&dir).map_err(|err| LabError::io("creating", &dir, err))?;
         self.register_bpf_pin_dir(&root);
         Ok(dir)
@@ -746,7 +796,12 @@ impl Lab {
     // ---------------------------------------------------------------- teardown
 
     fn teardown(&mut self) {
+        let _gate = creating();
         let state = std::mem::take(&mut *self.state());
+        if self.is_kept() {
+            // Dropping the `Child` handles neither kills nor waits: the processes live on.
+            return;
+        }
         let panicking = std::thread::panicking();
 
         if panicking {
@@ -884,10 +939,103 @@ fn stale_entries(dir: &Path) -> Vec<String> {
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| match owner_pid(name) {
-            Some(pid) => pid != own_pid && !pid_alive(pid),
+            Some(pid) => pid != own_pid && !pid_alive(pid) && !name_is_kept(name),
             None => false,
         })
         .collect()
+}
+
+/// Whether the lab with run prefix `prefix` is kept (see [`Lab::keep`]).
+pub fn is_kept(prefix: &str) -> bool {
+    std::env::temp_dir()
+        .join(prefix)
+        .join(KEEP_MARKER)
+        .is_file()
+}
+
+/// Whether `name` (a namespace, temp dir or bpffs dir) belongs to a kept lab.
+fn name_is_kept(name: &str) -> bool {
+    run_prefix_of(name).is_some_and(is_kept)
+}
+
+/// A lab left running by [`Lab::keep`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptLab {
+    /// Its run prefix (`hblab-<pid>-<n>`).
+    pub prefix: String,
+    /// What it was created for (the label given to [`Lab::new`]).
+    pub label: String,
+    /// Its temp dir (configuration, logs).
+    pub temp_dir: PathBuf,
+    /// The note the keeper left in the marker.
+    pub note: String,
+}
+
+/// Every kept lab on this machine, by prefix.
+pub fn kept_labs() -> Vec<KeptLab> {
+    let temp = std::env::temp_dir();
+    let Ok(entries) = fs::read_dir(&temp) else {
+        return Vec::new();
+    };
+    let mut kept: Vec<KeptLab> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| run_prefix_of(name) == Some(name.as_str()) && is_kept(name))
+        .map(|prefix| {
+            let temp_dir = temp.join(&prefix);
+            let owner = fs::read_to_string(temp_dir.join("owner")).unwrap_or_default();
+            let label = owner
+                .lines()
+                .find_map(|line| line.strip_prefix("label="))
+                .unwrap_or_default()
+                .to_owned();
+            let note = fs::read_to_string(temp_dir.join(KEEP_MARKER)).unwrap_or_default();
+            KeptLab {
+                prefix,
+                label,
+                temp_dir,
+                note,
+            }
+        })
+        .collect();
+    kept.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    kept
+}
+
+/// Removes a kept lab: its namespaces with every process in them, its bpffs dir, and last its
+/// temp dir with the marker (so a removal that fails half-way can be run again). Returns what
+/// was removed. Refuses a lab that is not kept: live labs clean up after themselves.
+pub fn remove_kept_lab(prefix: &str) -> Result<Vec<String>> {
+    if run_prefix_of(prefix) != Some(prefix) || !is_kept(prefix) {
+        return Err(LabError::InvalidName {
+            name: prefix.to_owned(),
+            reason: "not the prefix of a kept lab",
+        });
+    }
+    let mut removed = Vec::new();
+    let entries = fs::read_dir(NETNS_RUN_DIR)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .filter(|name| run_prefix_of(name) == Some(prefix))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for name in entries {
+        remove_netns(&name)?;
+        removed.push(format!("namespace {name}"));
+    }
+    for dir in [
+        Path::new(BPFFS_ROOT).join(prefix),
+        std::env::temp_dir().join(prefix),
+    ] {
+        if dir.exists() {
+            remove_dir_if_present(&dir)?;
+            removed.push(format!("directory {}", dir.display()));
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes namespaces (with their processes), temp dirs and bpffs directories left by runs
@@ -943,6 +1091,11 @@ fn install_signal_cleanup() {
                 write_stderr_line(&format!(
                     "hb-tests: signal {signal}: removing this process's labs before exiting"
                 ));
+                // Kept until exit: whatever the other threads were creating is finished
+                // first, and nothing is created afterwards.
+                let _no_more = CREATION_GATE
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
                 remove_runs_of(std::process::id());
                 std::process::exit(128 + signal);
             }
@@ -958,7 +1111,7 @@ fn remove_runs_of(pid: u32) {
                 entries
                     .filter_map(|entry| entry.ok())
                     .filter_map(|entry| entry.file_name().into_string().ok())
-                    .filter(|name| owner_pid(name) == Some(pid))
+                    .filter(|name| owner_pid(name) == Some(pid) && !name_is_kept(name))
                     .collect()
             })
             .unwrap_or_default()

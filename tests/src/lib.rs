@@ -34,7 +34,9 @@ pub mod http;
 pub mod lab;
 pub mod names;
 pub mod nginx;
+pub mod probe;
 pub mod process;
+pub mod rivals;
 pub mod wait;
 
 use std::io::Write;

@@ -40,6 +40,16 @@ pub fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// The run prefix (`hblab-<pid>-<n>`) a lab name starts with, or `None` when the name is not one
+/// of the lab's.
+pub fn run_prefix_of(name: &str) -> Option<&str> {
+    owner_pid(name)?;
+    let mut parts = name[RUN_PREFIX_TAG.len()..].splitn(3, '-');
+    let pid = parts.next()?;
+    let index = parts.next()?;
+    Some(&name[..RUN_PREFIX_TAG.len() + pid.len() + 1 + index.len()])
+}
+
 /// Whether a process with this pid exists and has not exited. Zombies count as exited: on
 /// machines whose init does not reap orphans they linger, but they hold nothing.
 pub fn pid_alive(pid: u32) -> bool {
@@ -121,6 +131,15 @@ mod tests {
         assert_eq!(owner_pid(&prefix), Some(4_194_304));
         assert_eq!(owner_pid(&format!("{prefix}-switch")), Some(4_194_304));
         assert_eq!(owner_pid(&format!("{prefix}-lb-1")), Some(4_194_304));
+    }
+
+    #[test]
+    fn prefix_of_a_name() {
+        assert_eq!(run_prefix_of("hblab-12-3"), Some("hblab-12-3"));
+        assert_eq!(run_prefix_of("hblab-12-3-lb1"), Some("hblab-12-3"));
+        assert_eq!(run_prefix_of("hblab-12-3-web-1"), Some("hblab-12-3"));
+        assert_eq!(run_prefix_of("hblab-12-x"), None);
+        assert_eq!(run_prefix_of("netns0"), None);
     }
 
     #[test]

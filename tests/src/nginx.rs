@@ -54,8 +54,27 @@ impl Nginx {
     }
 }
 
-/// The configuration for one lab nginx: foreground, one worker, everything under `dir`.
+/// The configuration for one lab nginx: foreground, one worker, everything under `dir`,
+/// serving the files in `dir/www`.
 pub fn nginx_config(dir: &Path, listen: SocketAddr) -> String {
+    let root = dir.join("www");
+    nginx_config_with(
+        dir,
+        &format!(
+            "    server {{
+        listen {listen};
+        root {};
+        index index.txt;
+    }}
+",
+            root.display()
+        ),
+    )
+}
+
+/// A lab nginx configuration around `http_body` (upstreams, servers): the process, log and
+/// temp-path settings every lab nginx shares, all under `dir`.
+pub fn nginx_config_with(dir: &Path, http_body: &str) -> String {
     let dir = dir.display();
     format!(
         "daemon off;
@@ -76,12 +95,7 @@ http {{
     fastcgi_temp_path {dir}/tmp/fastcgi;
     uwsgi_temp_path {dir}/tmp/uwsgi;
     scgi_temp_path {dir}/tmp/scgi;
-    server {{
-        listen {listen};
-        root {dir}/www;
-        index index.txt;
-    }}
-}}
+{http_body}}}
 "
     )
 }

@@ -500,3 +500,137 @@ fn running_agent_is_inspectable_with_bpftool() {
         "lb2's last-seen time advances in the pinned map"
     );
 }
+
+#[test]
+fn removed_vip_is_put_back_and_refreshed() {
+    if !require_root("removed_vip_is_put_back_and_refreshed") {
+        return;
+    }
+    let spec = ClusterSpec {
+        extra_ha_cf: "garp_refresh 1\n".into(),
+        ..ClusterSpec::default()
+    };
+    let cluster = cluster("vipwatch", spec);
+    settle_on_lb1(&cluster);
+
+    // Someone removes the VIP by hand on the active node: the agent puts it back.
+    cluster
+        .lab
+        .ip(
+            &cluster.nodes[0].netns,
+            &["addr", "del", &format!("{VIP}/24"), "dev", "eth0"],
+        )
+        .unwrap();
+    assert!(
+        wait_until(SETTLE, Duration::from_millis(20), || cluster
+            .agent_log(0)
+            .contains("disappeared")),
+        "the removal is noticed:{}",
+        cluster.logs()
+    );
+    cluster
+        .wait_sole_holder("lb1")
+        .expect("the VIP is back on lb1");
+    cluster.wait_served_by("lb1").unwrap();
+
+    // A client whose ARP entry went wrong is corrected by the periodic refresh (after the
+    // re-add's own announcements, 5 x 200 ms, are over).
+    std::thread::sleep(Duration::from_millis(1500));
+    let vip = VIP.to_string();
+    cluster
+        .lab
+        .ip(
+            &cluster.client,
+            &[
+                "neigh",
+                "replace",
+                &vip,
+                "lladdr",
+                "02:00:00:00:00:99",
+                "dev",
+                "eth0",
+                "nud",
+                "stale",
+            ],
+        )
+        .unwrap();
+    assert_client_arp_points_at(&cluster, 0);
+}
+
+#[test]
+fn dead_service_is_restarted_once_then_handed_over() {
+    if !require_root("dead_service_is_restarted_once_then_handed_over") {
+        return;
+    }
+    let cluster = cluster("svcdeath", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+
+    cluster.kill_nginx(0).unwrap();
+    assert!(
+        wait_until(SETTLE, Duration::from_millis(50), || cluster
+            .nginx_running(0)),
+        "lb1 restarts its nginx:{}",
+        cluster.logs()
+    );
+    cluster.wait_served_by("lb1").unwrap();
+    assert!(cluster.agent_log(0).contains("restarting it"));
+
+    cluster.kill_nginx(0).unwrap();
+    cluster
+        .wait_sole_holder("lb2")
+        .expect("the second death hands the group over");
+    cluster.wait_served_by("lb2").unwrap();
+    let status = cluster
+        .wait_status(0, "lb1 reports the group failed here", |s| {
+            s["groups"][0]["failed_here"] == true
+        })
+        .unwrap();
+    assert_eq!(status["groups"][0]["phase"], "released");
+}
+
+#[test]
+fn reload_checks_the_configuration_and_keeps_serving() {
+    if !require_root("reload_checks_the_configuration_and_keeps_serving") {
+        return;
+    }
+    let cluster = cluster("reload", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    let agent = cluster.nodes[0].agent.clone().unwrap();
+    let hup = || {
+        cluster
+            .lab
+            .signal(&agent, hb_tests::Signal::SIGHUP)
+            .unwrap()
+    };
+    let logged = |text: &str| {
+        wait_until(SETTLE, Duration::from_millis(20), || {
+            cluster.agent_log(0).contains(text)
+        })
+    };
+
+    hup();
+    assert!(
+        logged("reload: configuration unchanged"),
+        "{}",
+        cluster.logs()
+    );
+
+    // A broken file: every error is logged and the agent keeps its running configuration.
+    let ha_cf = cluster.nodes[0].config_dir.join("ha.cf");
+    let good = std::fs::read_to_string(&ha_cf).unwrap();
+    std::fs::write(&ha_cf, format!("{good}keepalive soon\n")).unwrap();
+    hup();
+    assert!(
+        logged("still running the previous configuration"),
+        "{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster.agent_log(0).contains("keepalive soon"),
+        "the bad line is quoted"
+    );
+    assert!(cluster.agent_running(0));
+    cluster.wait_served_by("lb1").unwrap();
+    assert_eq!(cluster.vip_holders().unwrap(), vec!["lb1".to_owned()]);
+    std::fs::write(&ha_cf, good).unwrap();
+}

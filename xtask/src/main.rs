@@ -5,8 +5,14 @@
 //! - `build`: set-up checks, then build the agent (its build script builds the XDP program).
 //! - `test`: what CI runs: set-up, rustfmt, clippy, build, unit and privileged tests.
 //! - `run`: build, then run `hb-agent` as root with the given arguments.
+//! - `demo`: build, then show a failover cluster at work in network namespaces, measured.
+//! - `bench`: build, then measure hb's failover against keepalived and Heartbeat.
+//! - `install`/`uninstall`: the release agent, its systemd unit and example configuration.
 
+mod bench;
+mod demo;
 mod exec;
+mod install;
 mod setup;
 mod test;
 
@@ -26,7 +32,7 @@ use crate::setup::{Needs, SetupOutcome};
     about = "Set up, build, test and run hb",
     long_about = "Set up, build, test and run hb.\n\n\
         Every command first checks the machine set-up and does whatever is missing, so on a \
-        fresh Debian 12 machine `cargo xtask test` is enough."
+        fresh Debian 12 machine `cargo xtask demo` or `cargo xtask test` is enough."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +71,43 @@ enum Task {
         #[arg(last = true, value_name = "AGENT ARGS")]
         agent_args: Vec<OsString>,
     },
+    /// Build, then show hb at work (as root): a client, two balancers (hb-agent, nginx) and
+    /// three web servers in network namespaces; node death, failback, standby and clean stop,
+    /// each outage measured from the client. Removes everything it made, also on Ctrl-C.
+    Demo {
+        /// Leave the cluster running afterwards and print how to reach it.
+        #[arg(long)]
+        keep: bool,
+        /// Remove kept demo clusters, then exit.
+        #[arg(long, conflicts_with_all = ["keep", "release"])]
+        clean: bool,
+        /// Build and run the release profile.
+        #[arg(long)]
+        release: bool,
+        /// ha.cf keepalive for the demo cluster, in milliseconds.
+        #[arg(long, default_value_t = 10, value_name = "MS")]
+        keepalive: u32,
+        /// ha.cf deadtime for the demo cluster, in milliseconds.
+        #[arg(long, default_value_t = 50, value_name = "MS")]
+        deadtime: u32,
+    },
+    /// Build, then measure (as root) hb's failover against keepalived and Heartbeat on one
+    /// lab topology: outages from a client's view, false failovers, CPU cost. Writes
+    /// results.json, results.md and outages.png; the full run takes about half an hour.
+    Bench {
+        /// A sanity run of a few minutes (few trials, short windows) instead.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the results (default: <target dir>/bench).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Build the release agent and install it: PREFIX/sbin/hb-agent, the hb-agent.service
+    /// unit, and ha.cf/haresources templates and an authkeys with a random key in /etc/ha.d
+    /// (only where absent: existing configuration is never overwritten).
+    Install(install::InstallArgs),
+    /// Remove the binary, the unit and the documentation; /etc/ha.d is left as it is.
+    Uninstall(install::InstallArgs),
 }
 
 /// Where the workspace is and which cargo runs us.
@@ -131,6 +174,31 @@ fn main() -> ExitCode {
             release,
             agent_args,
         } => run_task(&workspace, release, &agent_args),
+        Task::Demo { clean: true, .. } => demo::clean(),
+        Task::Demo {
+            keep,
+            release,
+            keepalive,
+            deadtime,
+            clean: false,
+        } => demo::run(
+            &workspace,
+            &demo::DemoOptions {
+                keep,
+                release,
+                keepalive_ms: keepalive,
+                deadtime_ms: deadtime,
+            },
+        ),
+        Task::Install(args) => install::install(&workspace, &args),
+        Task::Uninstall(args) => install::uninstall(&args),
+        Task::Bench { quick, out } => bench::run(
+            &workspace,
+            &bench::BenchOptions {
+                quick,
+                out_dir: out,
+            },
+        ),
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

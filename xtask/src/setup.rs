@@ -53,6 +53,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "packet loss on the test switch"),
     ("iputils-ping", "reachability checks in tests"),
     ("curl", "client requests in the demo"),
+    (
+        "systemd",
+        "systemd-analyze verify of the hb-agent unit in the tests",
+    ),
 ];
 
 /// Pid files the packages' services would write if their install started them.

@@ -1,0 +1,327 @@
+//! `cargo xtask bench`: hb against keepalived and Heartbeat, measured side by side in one run,
+//! on one lab topology, with one probe and one fault injection.
+//!
+//! 1. **Stability ladder**: for each system and each setting of its ladder, a fresh cluster,
+//!    a window with both nodes healthy and idle, then a window under `stress-ng --cpu 2`;
+//!    VIP movements (false failovers), the daemons' CPU time, hb's kernel-to-agent delay.
+//! 2. **Settings for the outage trials**: hb's fast profile (`keepalive 5ms`/`deadtime
+//!    20ms`, the issue's target), and for keepalived and Heartbeat their fastest setting
+//!    that had no VIP movement in either window of step 1, in this same run.
+//! 3. **Outage trials** at those settings: node death and failback after return, clean stop
+//!    and failback after restart (see [`scenario`]).
+//! 4. **Output** in the output directory (default `<target>/bench`): `results.json` (every
+//!    trial and window, with the raw requests around each event), `results.md` (the tables)
+//!    and `outages.png` (the outage distributions).
+//!
+//! Every number in the output comes from this run; nothing is carried over or assumed.
+
+mod chart;
+mod report;
+mod scenario;
+mod stats;
+mod testbed;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::exec::{build_agent, find_in_path};
+use crate::setup::{self, Needs};
+use crate::Workspace;
+use scenario::{Load, Plan, TrialRecord, WindowRecord};
+use testbed::{Setting, System, Testbed};
+
+/// How `cargo xtask bench` was asked to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// A few minutes' sanity run instead of the full benchmark.
+    pub quick: bool,
+    /// Where the results go; `None`: `<target dir>/bench`.
+    pub out_dir: Option<PathBuf>,
+}
+
+/// The font the chart's text is drawn with (Debian package `fonts-dejavu-core`).
+pub const CHART_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Programs the benchmark runs, and the Debian package of each.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("keepalived", "keepalived"),
+    ("stress-ng", "stress-ng"),
+    ("nginx", "nginx-light"),
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
+    ("nsenter", "util-linux"),
+];
+
+pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
+    if !setup::is_root() {
+        bail!(
+            "the benchmark needs root (network namespaces, XDP, the daemons under test): run \
+             it as root, e.g. `sudo env \"PATH=$PATH\" cargo xtask bench`"
+        );
+    }
+    let outcome = setup::ensure(workspace, Needs::EVERYTHING)?;
+    if !outcome.needs_root.is_empty() {
+        bail!(
+            "set-up left steps undone: {}",
+            outcome.needs_root.join("; ")
+        );
+    }
+    preflight()?;
+    let agent = build_agent(workspace, true)?;
+    // Read by the lab fixture to start the agent (set before any thread exists).
+    std::env::set_var(hb_tests::AGENT_BIN_ENV, &agent);
+    let out_dir = match &options.out_dir {
+        Some(dir) => dir.clone(),
+        None => workspace.target_dir()?.join("bench"),
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let plan = if options.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let machine = report::Machine::detect(workspace)?;
+    let mut progress = Progress::new();
+    progress.say(&format!(
+        "{} run on {} ({} cores, Linux {}): {} stability settings, then {} node-death and {} \
+         clean-stop trials per system",
+        if plan.quick { "quick" } else { "full" },
+        machine.cpu_model,
+        machine.cores,
+        machine.kernel,
+        plan.hb_ladder.len() + plan.keepalived_ladder.len() + plan.heartbeat_ladder.len(),
+        plan.node_death_trials,
+        plan.clean_stop_trials,
+    ));
+
+    let mut windows: Vec<WindowRecord> = Vec::new();
+    for setting in plan.hb_ladder.iter().chain(&plan.keepalived_ladder) {
+        windows.extend(scenario::stability(*setting, &plan, &mut progress));
+    }
+    for setting in &plan.heartbeat_ladder {
+        let result = scenario::stability(*setting, &plan, &mut progress);
+        let stable = is_stable(&result);
+        windows.extend(result);
+        if stable {
+            break;
+        }
+    }
+
+    let choices = vec![
+        Choice::fixed(plan.hb_profile, &windows),
+        Choice::fastest_stable(System::Keepalived, &plan.keepalived_ladder, &windows)?,
+        Choice::fastest_stable(System::Heartbeat, &plan.heartbeat_ladder, &windows)?,
+    ];
+    for choice in &choices {
+        progress.say(&format!(
+            "outage trials for {} at {}: {}",
+            choice.setting.system(),
+            choice.setting.label(),
+            choice.reason
+        ));
+    }
+    let mut trials: Vec<TrialRecord> = Vec::new();
+    for choice in &choices {
+        trials.extend(scenario::outage_series(
+            choice.setting,
+            &plan,
+            &mut progress,
+        ));
+    }
+
+    let results = report::Results {
+        machine,
+        quick: plan.quick,
+        plan,
+        duration: progress.started.elapsed(),
+        topology: progress.reference_topology.clone().unwrap_or_default(),
+        probe_realtime: progress.probe_realtime,
+        choices,
+        windows,
+        trials,
+    };
+    let json_path = out_dir.join("results.json");
+    let markdown_path = out_dir.join("results.md");
+    let chart_path = out_dir.join("outages.png");
+    report::write_json(&results, &json_path)?;
+    let markdown = report::markdown(&results, "outages.png");
+    std::fs::write(&markdown_path, &markdown)
+        .with_context(|| format!("writing {}", markdown_path.display()))?;
+    chart::draw(&results, &chart_path, Path::new(CHART_FONT))?;
+    println!("{markdown}");
+    progress.say(&format!(
+        "done in {}: {}, {}, {}",
+        minutes(progress.started.elapsed()),
+        json_path.display(),
+        markdown_path.display(),
+        chart_path.display()
+    ));
+    Ok(())
+}
+
+/// Everything the run needs that set-up does not already check.
+fn preflight() -> Result<()> {
+    let mut missing = Vec::new();
+    for (program, package) in PROGRAMS {
+        if find_in_path(program).is_none() {
+            missing.push(format!("{program} (Debian package {package})"));
+        }
+    }
+    if !Path::new(hb_tests::rivals::HEARTBEAT_BIN).is_file() {
+        missing.push(format!(
+            "{} (Debian package heartbeat)",
+            hb_tests::rivals::HEARTBEAT_BIN
+        ));
+    }
+    if !Path::new(CHART_FONT).is_file() {
+        missing.push(format!("{CHART_FONT} (Debian package fonts-dejavu-core)"));
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the benchmark needs: {}; install them with apt-get",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// No VIP movement and no error in any window.
+fn is_stable(windows: &[WindowRecord]) -> bool {
+    !windows.is_empty()
+        && windows
+            .iter()
+            .all(|w| w.outcome.as_ref().is_ok_and(|m| m.vip_changes() == 0))
+}
+
+/// The setting a system's outage trials use, and why.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub setting: Setting,
+    /// Whether its stability windows in this run had no VIP movement.
+    pub stable: bool,
+    pub reason: String,
+}
+
+impl Choice {
+    /// hb: the fast profile, whatever its stability (reported either way).
+    fn fixed(setting: Setting, windows: &[WindowRecord]) -> Choice {
+        let own: Vec<WindowRecord> = windows_of(windows, setting);
+        let stable = is_stable(&own);
+        let reason = if own.is_empty() {
+            "the fast profile (not in this run's stability ladder)".to_owned()
+        } else if stable {
+            "the fast profile; no VIP movement in its stability windows".to_owned()
+        } else {
+            "the fast profile; the VIP MOVED in its stability windows (see the ladder)".to_owned()
+        };
+        Choice {
+            setting,
+            stable,
+            reason,
+        }
+    }
+
+    /// The fastest rung of `ladder` whose windows were stable; the slowest rung tried if
+    /// none was.
+    fn fastest_stable(
+        system: System,
+        ladder: &[Setting],
+        windows: &[WindowRecord],
+    ) -> Result<Choice> {
+        let mut tried: Vec<Setting> = ladder
+            .iter()
+            .copied()
+            .filter(|setting| !windows_of(windows, *setting).is_empty())
+            .collect();
+        tried.sort_by(|a, b| a.send_interval_ms().total_cmp(&b.send_interval_ms()));
+        if let Some(setting) = tried
+            .iter()
+            .copied()
+            .find(|setting| is_stable(&windows_of(windows, *setting)))
+        {
+            return Ok(Choice {
+                setting,
+                stable: true,
+                reason: "its fastest setting with no VIP movement in this run's stability \
+                         windows"
+                    .to_owned(),
+            });
+        }
+        match tried.last() {
+            Some(&setting) => Ok(Choice {
+                setting,
+                stable: false,
+                reason: "NO setting tried was stable in this run; the slowest one tried".to_owned(),
+            }),
+            None => bail!("no stability window was run for {system}"),
+        }
+    }
+}
+
+fn windows_of(windows: &[WindowRecord], setting: Setting) -> Vec<WindowRecord> {
+    windows
+        .iter()
+        .filter(|w| w.setting == setting)
+        .cloned()
+        .collect()
+}
+
+/// Progress lines with the run's elapsed time, and what every testbed must share.
+pub struct Progress {
+    started: Instant,
+    reference_topology: Option<String>,
+    /// Whether the prober ran real-time in every testbed.
+    probe_realtime: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            started: Instant::now(),
+            reference_topology: None,
+            probe_realtime: true,
+        }
+    }
+
+    pub fn say(&mut self, text: &str) {
+        eprintln!("bench [{}] {text}", minutes(self.started.elapsed()));
+    }
+
+    /// Fails unless `testbed`'s network is the same as the first testbed's; notes whether
+    /// its prober got real-time priority.
+    pub fn check_testbed(&mut self, testbed: &Testbed) -> Result<()> {
+        if !testbed.probe_realtime() && self.probe_realtime {
+            self.probe_realtime = false;
+            self.say("the prober could not get real-time priority; it runs at normal priority");
+        }
+        let fingerprint = testbed.fingerprint()?;
+        match &self.reference_topology {
+            None => {
+                self.reference_topology = Some(fingerprint);
+                Ok(())
+            }
+            Some(reference) if *reference == fingerprint => Ok(()),
+            Some(reference) => bail!(
+                "{}'s lab network differs from the first testbed's; the comparison would not \
+                 be fair.\nfirst:\n{reference}\n{}:\n{fingerprint}",
+                testbed.setting,
+                testbed.setting
+            ),
+        }
+    }
+}
+
+fn minutes(elapsed: Duration) -> String {
+    let secs = elapsed.as_secs();
+    format!("{:02}:{:02}", secs / 60, secs % 60)
+}
+
+/// Windows by load, for the report.
+fn window_for(windows: &[WindowRecord], setting: Setting, load: Load) -> Option<&WindowRecord> {
+    windows
+        .iter()
+        .find(|w| w.setting == setting && w.load == load)
+}
