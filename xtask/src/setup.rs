@@ -53,6 +53,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "packet loss on the test switch"),
     ("iputils-ping", "reachability checks in tests"),
     ("curl", "client requests in the demo"),
+    ("fonts-dejavu-core", "the font of the benchmark's chart"),
     (
         "systemd",
         "systemd-analyze verify of the hb-agent unit in the tests",

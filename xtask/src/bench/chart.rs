@@ -50,21 +50,28 @@ fn plot(results: &Results, path: &Path) -> std::result::Result<(), Box<dyn std::
 
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(70);
+    let (header, body) = root.split_vertically(95);
     let title = if results.quick {
         "Outage seen by the client, per trial (QUICK RUN, not the benchmark)"
     } else {
         "Outage seen by the client, per trial"
     };
+    let grey = RGBColor(90, 90, 90);
     header.draw(&Text::new(title, (20, 10), (FONT, 28).into_font()))?;
     header.draw(&Text::new(
         format!(
-            "{}  ·  hb {}  ·  dot = one trial (hollow: not recovered, lower bound), bar = median, log scale; 0 ms at the left edge",
+            "{}  ·  hb {}",
             results.machine.line(),
             results.machine.hb_revision
         ),
-        (20, 44),
-        (FONT, 16).into_font().color(&RGBColor(90, 90, 90)),
+        (20, 46),
+        (FONT, 16).into_font().color(&grey),
+    ))?;
+    header.draw(&Text::new(
+        "dot = one trial (hollow: not recovered, a lower bound), bar = median; log scale, 0 ms \
+         at the left edge",
+        (20, 68),
+        (FONT, 16).into_font().color(&grey),
     ))?;
 
     let panels = body.split_evenly((Scenario::ALL.len(), 1));

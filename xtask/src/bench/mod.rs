@@ -124,12 +124,11 @@ pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         ));
     }
     let mut trials: Vec<TrialRecord> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     for choice in &choices {
-        trials.extend(scenario::outage_series(
-            choice.setting,
-            &plan,
-            &mut progress,
-        ));
+        let (records, series_notes) = scenario::outage_series(choice.setting, &plan, &mut progress);
+        trials.extend(records);
+        notes.extend(series_notes);
     }
 
     let results = report::Results {
@@ -142,6 +141,7 @@ pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         choices,
         windows,
         trials,
+        notes,
     };
     let json_path = out_dir.join("results.json");
     let markdown_path = out_dir.join("results.md");

@@ -110,6 +110,8 @@ pub struct Results {
     pub choices: Vec<Choice>,
     pub windows: Vec<WindowRecord>,
     pub trials: Vec<TrialRecord>,
+    /// What went wrong during the trials (fresh starts, abandoned series).
+    pub notes: Vec<String>,
 }
 
 impl Results {
@@ -205,6 +207,7 @@ pub fn write_json(results: &Results, path: &Path) -> Result<()> {
             "clean_stop_trials": plan.clean_stop_trials,
             "window_s": plan.window.as_secs_f64(),
             "settle_s": plan.settle.as_secs_f64(),
+            "settle_timeout_s": plan.settle_timeout.as_secs_f64(),
             "steady_s": plan.steady.as_secs_f64(),
             "hold_down_s": plan.hold_down.as_secs_f64(),
             "event_timeout_s": plan.event_timeout.as_secs_f64(),
@@ -218,6 +221,7 @@ pub fn write_json(results: &Results, path: &Path) -> Result<()> {
         })).collect::<Vec<_>>(),
         "summaries": summaries,
         "stability_windows": results.windows.iter().map(WindowRecord::to_json).collect::<Vec<_>>(),
+        "notes": results.notes,
         "request_outcome_codes": super::scenario::OUTCOME_CODES,
         "trials": results.trials.iter().map(TrialRecord::to_json).collect::<Vec<_>>(),
     });
@@ -365,6 +369,13 @@ pub fn markdown(results: &Results, chart: &str) -> String {
          ² No measure: the event could not be injected or nothing moved (see results.json).\n",
         results.plan.event_timeout.as_secs()
     );
+    if !results.notes.is_empty() {
+        let _ = writeln!(md, "What went wrong during the trials:\n");
+        for note in &results.notes {
+            let _ = writeln!(md, "- {}", note.lines().next().unwrap_or_default());
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "![outage distributions]({chart})\n");
 
     ratios(&mut md, results);

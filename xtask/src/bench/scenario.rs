@@ -40,6 +40,8 @@ pub struct Plan {
     pub steady: Duration,
     /// Longest wait for an event to end or the cluster to settle.
     pub event_timeout: Duration,
+    /// Longest wait for the cluster to return to its starting state before a trial.
+    pub settle_timeout: Duration,
     /// How long lb1 stays away (ports down, daemon stopped) at least, before it returns:
     /// the takeover's gratuitous ARP rounds are over by then, as after any real failure.
     pub hold_down: Duration,
@@ -71,7 +73,7 @@ const fn keepalived(advert_int_cs: u32) -> Setting {
 }
 
 impl Plan {
-    /// The real benchmark (about half an hour).
+    /// The real benchmark (about 35 minutes on 2 cores).
     pub fn full() -> Plan {
         Plan {
             quick: false,
@@ -81,6 +83,7 @@ impl Plan {
             settle: Duration::from_secs(2),
             steady: Duration::from_millis(500),
             event_timeout: Duration::from_secs(120),
+            settle_timeout: Duration::from_secs(60),
             hold_down: Duration::from_secs(2),
             hb_profile: hb(5),
             hb_ladder: vec![hb(2), hb(5), hb(10), hb(20)],
@@ -100,6 +103,7 @@ impl Plan {
             settle: Duration::from_secs(1),
             steady: Duration::from_millis(300),
             event_timeout: Duration::from_secs(40),
+            settle_timeout: Duration::from_secs(30),
             hold_down: Duration::from_secs(1),
             hb_profile: hb(5),
             hb_ladder: vec![hb(5)],
@@ -217,16 +221,29 @@ impl TrialRecord {
 /// every further trial would only wait for its timeout).
 const MAX_CONSECUTIVE_FAILURES: usize = 3;
 
-/// Node-death and clean-stop trials for `setting` on one testbed.
-pub fn outage_series(setting: Setting, plan: &Plan, progress: &mut Progress) -> Vec<TrialRecord> {
+/// Fresh starts of a system's testbed after it did not return to its starting state by
+/// itself, after which its trials are abandoned.
+const MAX_RESTARTS: usize = 5;
+
+/// Node-death and clean-stop trials for `setting`, and notes on what went wrong. Every trial
+/// starts from a settled cluster; when the cluster does not settle by itself after a trial
+/// (a split brain that does not heal, say), that is noted and both daemons are started
+/// afresh in a new testbed, as an operator would.
+pub fn outage_series(
+    setting: Setting,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> (Vec<TrialRecord>, Vec<String>) {
     let mut records = Vec::new();
+    let mut notes = Vec::new();
     let label = format!("bench-{}-trials", setting.system().name().to_lowercase());
     let mut testbed = match start_testbed(setting, &label, plan, progress) {
         Ok(testbed) => testbed,
         Err(err) => {
-            progress.say(&format!("{setting}: could not start: {err:#}"));
-            records.push(failed_record(setting, Scenario::NodeDeath, 0, &err));
-            return records;
+            let note = format!("{setting}: could not start: {err:#}");
+            progress.say(first_line(&note));
+            notes.push(note);
+            return (records, notes);
         }
     };
     let series = [
@@ -241,9 +258,38 @@ pub fn outage_series(setting: Setting, plan: &Plan, progress: &mut Progress) -> 
             Scenario::FailbackAfterRestart,
         ),
     ];
+    let mut restarts = 0;
     for (trials, first, second) in series {
         let mut consecutive_failures = 0;
-        for trial in 1..=trials {
+        let mut trial = 1;
+        while trial <= trials {
+            if let Err(err) = settle(&mut testbed, plan) {
+                restarts += 1;
+                let note = format!(
+                    "{setting}: before {} trial {trial}, the cluster did not return to lb1 \
+                     alone by itself ({}); both daemons were started afresh",
+                    first.key().replace('_', " "),
+                    first_line(&format!("{err:#}"))
+                );
+                progress.say(&note);
+                notes.push(note);
+                if restarts > MAX_RESTARTS {
+                    notes.push(format!(
+                        "{setting}: more than {MAX_RESTARTS} fresh starts; the remaining \
+                         trials were abandoned"
+                    ));
+                    return (records, notes);
+                }
+                drop(testbed);
+                testbed = match start_testbed(setting, &label, plan, progress) {
+                    Ok(testbed) => testbed,
+                    Err(err) => {
+                        notes.push(format!("{setting}: could not start again: {err:#}"));
+                        return (records, notes);
+                    }
+                };
+                continue;
+            }
             let pair = trial_pair(&mut testbed, plan, first, second, trial);
             let failed = pair.iter().any(|record| record.outcome.is_err());
             progress.say(&format!(
@@ -257,19 +303,21 @@ pub fn outage_series(setting: Setting, plan: &Plan, progress: &mut Progress) -> 
                 ),
             ));
             records.extend(pair);
+            trial += 1;
             consecutive_failures = if failed { consecutive_failures + 1 } else { 0 };
             if consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
-                progress.say(&format!(
-                    "{setting}: {MAX_CONSECUTIVE_FAILURES} failed trials in a row, abandoning \
-                     the {} series; logs:\n{}",
-                    first.key(),
-                    testbed.log_tails(30)
-                ));
+                let note = format!(
+                    "{setting}: {MAX_CONSECUTIVE_FAILURES} failed trials in a row; the rest of \
+                     the {} series was abandoned",
+                    first.key().replace('_', " ")
+                );
+                progress.say(&format!("{note}; logs:\n{}", testbed.log_tails(30)));
+                notes.push(note);
                 break;
             }
         }
     }
-    records
+    (records, notes)
 }
 
 fn describe(record: &TrialRecord) -> String {
@@ -290,7 +338,8 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-/// Settles, then runs `first` (lb1 away) and `second` (lb1 back).
+/// Runs `first` (lb1 away) and, after the hold-down, `second` (lb1 back) on a settled
+/// cluster.
 fn trial_pair(
     testbed: &mut Testbed,
     plan: &Plan,
@@ -298,14 +347,6 @@ fn trial_pair(
     second: Scenario,
     trial: usize,
 ) -> [TrialRecord; 2] {
-    if let Err(err) = settle(testbed, plan) {
-        // Put lb1 back as well as possible so the next trial has a chance.
-        let _ = testbed.set_connected(0, true);
-        return [
-            failed_record(testbed.setting, first, trial, &err),
-            failed_record(testbed.setting, second, trial, &err),
-        ];
-    }
     let gone = Instant::now();
     let away = run_event(testbed, plan, first, trial);
     if let Some(wait) = (gone + plan.hold_down).checked_duration_since(Instant::now()) {
@@ -313,21 +354,6 @@ fn trial_pair(
     }
     let back = run_event(testbed, plan, second, trial);
     [away, back]
-}
-
-fn failed_record(
-    setting: Setting,
-    scenario: Scenario,
-    trial: usize,
-    err: &anyhow::Error,
-) -> TrialRecord {
-    TrialRecord {
-        setting,
-        scenario,
-        trial,
-        outcome: Err(format!("{err:#}")),
-        requests: Vec::new(),
-    }
 }
 
 /// Injects the scenario's event and measures it.
@@ -506,10 +532,10 @@ fn last_outcomes(record: &[ProbeSample], count: usize) -> String {
 
 /// The VIP on lb1 only, and the client served by lb1 without a failure for `plan.settle`.
 fn settle(testbed: &mut Testbed, plan: &Plan) -> Result<()> {
-    let deadline = Instant::now() + plan.event_timeout;
+    let deadline = Instant::now() + plan.settle_timeout;
     loop {
         let since = Instant::now();
-        wait_steady(testbed, NODES[0], since, plan.settle, plan.event_timeout)
+        wait_steady(testbed, NODES[0], since, plan.settle, plan.settle_timeout)
             .context("settling before the trial")?;
         if testbed.vip_holders()? == [NODES[0]] {
             return Ok(());
