@@ -182,21 +182,17 @@ impl Executor {
         if targets.is_empty() {
             return;
         }
+        let timeout = Operation::Status.timeout(self.config.resource_timeout);
         self.checking = Some(tokio::spawn(async move {
             let mut results = Vec::with_capacity(targets.len());
             for (group, index, target, args) in targets {
-                let outcome = services::run(
-                    &target,
-                    &args,
-                    Operation::Status,
-                    Operation::Status.default_timeout(),
-                )
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|o| {
-                    o.service_state
-                        .ok_or_else(|| "no state reported".to_owned())
-                });
+                let outcome = services::run(&target, &args, Operation::Status, timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| {
+                        o.service_state
+                            .ok_or_else(|| "no state reported".to_owned())
+                    });
                 results.push((group, index, outcome));
             }
             results
@@ -438,7 +434,7 @@ impl Executor {
 
     async fn run_script(&self, name: &str, args: &[String], op: Operation) -> Result<(), String> {
         let target = self.resolver.resolve(name).map_err(|e| e.to_string())?;
-        services::run(&target, args, op, op.default_timeout())
+        services::run(&target, args, op, op.timeout(self.config.resource_timeout))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

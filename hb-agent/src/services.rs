@@ -28,15 +28,6 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// Heartbeat waited for a resource script forever, so one hung script froze failover for good.
-/// Pacemaker's default operation timeout is 20 s; 30 s leaves room for a service that warms up
-/// (loads certificates, fills caches) while bounding how long a group can be stuck acquiring.
-pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A stop that hangs keeps the peer from taking the group over (failback and standby wait for
-/// the release), so it gets the same bound as a start rather than more.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// `status` is a probe: an LSB status action only reads a pid file or asks the daemon, and one
 /// that takes longer than this is not going to give a useful answer.
 pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,12 +95,11 @@ impl Operation {
         }
     }
 
-    /// The timeout used when the configuration does not give one.
-    pub fn default_timeout(self) -> Duration {
+    /// How long this operation may run, given `resource_timeout` for starts and stops.
+    pub fn timeout(self, resource_timeout: Duration) -> Duration {
         match self {
-            Operation::Start => DEFAULT_START_TIMEOUT,
-            Operation::Stop => DEFAULT_STOP_TIMEOUT,
-            Operation::Status => DEFAULT_STATUS_TIMEOUT,
+            Operation::Start | Operation::Stop => resource_timeout,
+            Operation::Status => DEFAULT_STATUS_TIMEOUT.min(resource_timeout),
         }
     }
 }

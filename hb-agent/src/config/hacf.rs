@@ -20,6 +20,8 @@
 //!   both forms: some devices only learn from one of them);
 //! - `garp_refresh TIME|off` (default off): re-announce periodically while active;
 //! - `failback_delay TIME` (default 0): hold-down before failing back to a returning node;
+//! - `resource_timeout TIME` (default 30s): how long a resource script's start or stop may
+//!   take before its process group is ended and the operation counts as failed;
 //! - `control_socket PATH`, `metrics ADDR:PORT` (default: none);
 //! - `cluster_id N` (default: FNV-1a of the sorted node names, so clusters with different
 //!   node lists on one segment ignore each other);
@@ -124,6 +126,7 @@ pub struct HaCf {
     pub xdp: XdpSetting,
     pub garp: GarpSettings,
     pub failback_delay: Duration,
+    pub resource_timeout: Option<Duration>,
     pub control_socket: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
     pub cluster_id: Option<u32>,
@@ -147,6 +150,7 @@ impl Default for HaCf {
             xdp: XdpSetting::Auto,
             garp: DEFAULT_GARP,
             failback_delay: Duration::ZERO,
+            resource_timeout: None,
             control_socket: None,
             metrics: None,
             cluster_id: None,
@@ -292,6 +296,7 @@ const IMPLEMENTED: &[&str] = &[
     "garp_request",
     "garp_refresh",
     "failback_delay",
+    "resource_timeout",
     "control_socket",
     "metrics",
     "cluster_id",
@@ -452,6 +457,7 @@ impl Parser {
                     self.hacf.failback_delay = t;
                 }
             }
+            "resource_timeout" => self.resource_timeout(line, &values),
             "control_socket" => self.control_socket(line, &values),
             "metrics" => self.metrics(line, &values),
             "cluster_id" => self.cluster_id(line, &values),
@@ -1064,6 +1070,20 @@ impl Parser {
         }
     }
 
+    fn resource_timeout(&mut self, line: Line<'_>, values: &[&str]) {
+        let Some(t) = self.time_value(line, "resource_timeout", values) else {
+            return;
+        };
+        if t.is_zero() {
+            self.error(
+                line,
+                "resource_timeout 0: every start and stop would fail at once; give a time such as 30s",
+            );
+            return;
+        }
+        self.hacf.resource_timeout = Some(t);
+    }
+
     fn garp_refresh(&mut self, line: Line<'_>, values: &[&str]) {
         let Some(text) = self.single(line, "garp_refresh", values) else {
             return;
@@ -1357,7 +1377,7 @@ mod tests {
     #[test]
     fn hb_additions() {
         let parsed = parse(
-            "xdp skb\ngarp_count 3\ngarp_interval 100ms\ngarp_reply off\ngarp_refresh 30\nfailback_delay 5\ncontrol_socket /run/hb.sock\nmetrics 127.0.0.1:9694\ncluster_id 0x10\n",
+            "xdp skb\ngarp_count 3\ngarp_interval 100ms\ngarp_reply off\ngarp_refresh 30\nfailback_delay 5\nresource_timeout 2500ms\ncontrol_socket /run/hb.sock\nmetrics 127.0.0.1:9694\ncluster_id 0x10\n",
         );
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
         let h = &parsed.hacf;
@@ -1373,6 +1393,7 @@ mod tests {
             }
         );
         assert_eq!(h.failback_delay, Duration::from_secs(5));
+        assert_eq!(h.resource_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(h.control_socket.as_deref(), Some(Path::new("/run/hb.sock")));
         assert_eq!(h.metrics, Some("127.0.0.1:9694".parse().unwrap()));
         assert_eq!(h.cluster_id, Some(16));
@@ -1473,6 +1494,10 @@ mod tests {
                 "garp_count: `1000` is not a count from 0 to 100",
             ),
             ("garp_interval 11", "garp_interval is at most 10 s"),
+            (
+                "resource_timeout 0",
+                "resource_timeout 0: every start and stop would fail at once",
+            ),
             (
                 "garp_refresh 100ms",
                 "garp_refresh 100 ms: re-announcing more than once a second",

@@ -30,6 +30,12 @@ pub const AUTHKEYS: &str = "authkeys";
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(1);
 pub const DEFAULT_DEADTIME: Duration = Duration::from_secs(30);
 
+/// Heartbeat waited for a resource script forever, so one hung script froze failover for
+/// good. Pacemaker's default operation timeout is 20 s; 30 s leaves room for a service that
+/// warms up (loads certificates, fills caches) while bounding how long a group can be stuck.
+/// A stop gets the same bound: failback and standby wait for the release.
+pub const DEFAULT_RESOURCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything `check-config` and `run` need: the configuration when it is usable, and every
 /// diagnostic either way.
 #[derive(Clone, Debug)]
@@ -261,6 +267,7 @@ impl Checker<'_> {
             log: hacf.log.clone(),
             garp: hacf.garp,
             failback_delay: hacf.failback_delay,
+            resource_timeout: hacf.resource_timeout.unwrap_or(DEFAULT_RESOURCE_TIMEOUT),
             control_socket: hacf.control_socket.clone(),
             metrics: hacf.metrics,
             ping: ping?,

@@ -34,7 +34,7 @@ pub use haresources::{parse_haresources, parse_resource, HaResources, ResourceEr
 pub use host::{HostView, StaticHost, SystemHost};
 pub use load::{
     default_initdead, derived_cluster_id, load, LoadReport, AUTHKEYS, DEFAULT_DEADTIME,
-    DEFAULT_KEEPALIVE, HARESOURCES, HA_CF,
+    DEFAULT_KEEPALIVE, DEFAULT_RESOURCE_TIMEOUT, HARESOURCES, HA_CF,
 };
 pub use text::MAX_FILE_BYTES;
 
@@ -63,6 +63,8 @@ pub struct Config {
     /// hb additions (see README "hb directives").
     pub garp: GarpSettings,
     pub failback_delay: Duration,
+    /// Longest a resource script's start or stop may run (`resource_timeout`).
+    pub resource_timeout: Duration,
     pub control_socket: Option<PathBuf>,
     pub metrics: Option<std::net::SocketAddr>,
     /// `ping`/`ping_group` nodes and `deadping`.

@@ -43,6 +43,7 @@ struct ConfigView<'a> {
     log: LogView<'a>,
     garp: GarpView,
     failback_delay_ms: u64,
+    resource_timeout_ms: u64,
     control_socket: Option<String>,
     metrics: Option<String>,
 }
@@ -333,6 +334,7 @@ fn config_view<'a>(config: &'a Config, local_addrs: &[IpAddr]) -> ConfigView<'a>
             refresh_ms: config.garp.refresh.map(ms),
         },
         failback_delay_ms: ms(config.failback_delay),
+        resource_timeout_ms: ms(config.resource_timeout),
         control_socket: config
             .control_socket
             .as_ref()
@@ -558,6 +560,11 @@ fn render_config(out: &mut String, config: &Config, local_addrs: &[IpAddr]) {
         out,
         "failback_delay",
         format!("{} ms", ms(config.failback_delay)),
+    );
+    field(
+        out,
+        "resource_timeout",
+        format!("{} ms", ms(config.resource_timeout)),
     );
     if let Some(path) = &config.control_socket {
         field(out, "control_socket", path.display());
