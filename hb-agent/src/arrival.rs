@@ -14,6 +14,15 @@ pub enum RxPath {
     Socket,
 }
 
+impl RxPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            RxPath::Xdp => "xdp",
+            RxPath::Socket => "socket",
+        }
+    }
+}
+
 /// One well-shaped (not yet authenticated) heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arrival {

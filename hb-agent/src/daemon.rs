@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, Link, Resource, Severity, SystemHost, XdpSetting};
+use crate::config::{self, Config, Link, Severity, SystemHost, XdpSetting};
 use crate::control;
 use crate::engine::{Command, Engine, EngineParts};
 use crate::executor::Executor;
@@ -118,11 +118,6 @@ pub fn policy_rules(config: &Config) -> Rules {
         auto_failback: config.auto_failback,
         failback_delay: config.failback_delay,
     }
-}
-
-/// A resource as haresources spells it.
-pub fn describe_resource(resource: &Resource) -> String {
-    resource.to_string()
 }
 
 /// Reads, bumps and stores this node's generation. It also never falls below the wall

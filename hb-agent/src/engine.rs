@@ -20,8 +20,8 @@ use hb_common::wire::{MessageKind, NodeState, BROADCAST_NODE};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::arrival::{Arrival, RxPath};
-use crate::clock::monotonic_ns;
+use crate::arrival::Arrival;
+use crate::clock::{monotonic_ns, nanos};
 use crate::config::Config;
 use crate::control::{
     CountersStatus, GroupStatus, LinkStatusReport, NodeReport, Request, Response, Status,
@@ -58,8 +58,6 @@ pub enum Command {
 struct Counters {
     auth_failures: u64,
     replays: u64,
-    unknown_nodes: u64,
-    own_packets: u64,
 }
 
 pub struct Engine {
@@ -220,7 +218,7 @@ impl Engine {
     /// deadline, a policy timer, and at least every keepalive (to measure stalls).
     fn next_wakeup(&self) -> u64 {
         let now = monotonic_ns();
-        let keepalive = u64::try_from(self.config.timers.keepalive.as_nanos()).unwrap_or(u64::MAX);
+        let keepalive = nanos(self.config.timers.keepalive);
         [
             self.membership.next_deadline(),
             self.wake_at_ns,
@@ -288,11 +286,9 @@ impl Engine {
     }
 
     fn receive(&mut self, arrival: &Arrival) {
+        // Both receive paths drop this node's own packets and unknown nodes' before they
+        // get here (counted as `drop_unknown_peer` or own packets).
         let packet = &arrival.packet;
-        if packet.node_id() == self.local_id {
-            self.counters.own_packets += 1;
-            return;
-        }
         if let Err(e) = self.auth.verify(packet) {
             self.counters.auth_failures += 1;
             debug!(source = %arrival.source, "dropped heartbeat: {e}");
@@ -322,8 +318,8 @@ impl Engine {
                 }
             }
             Ok(Receipt::Duplicate) => {}
-            Err(crate::membership::Refused::UnknownNode(_)) => {
-                self.counters.unknown_nodes += 1;
+            Err(refused @ crate::membership::Refused::UnknownNode(_)) => {
+                debug!(source = %arrival.source, "dropped heartbeat: {refused}");
                 return;
             }
             Err(refused) => {
@@ -640,6 +636,8 @@ impl Engine {
         let now = monotonic_ns();
         let age_ms = |t: Option<u64>| t.map(|t| now.saturating_sub(t) as f64 / 1e6);
         let peers = self.peer_views();
+        // Decided afresh on a copy: the answer is for this moment, and asking must not change
+        // the policy's memory of when split brains began.
         let mut policy = self.policy.clone();
         let holders = policy.decide(&self.local, &peers, now).holders;
         let mut nodes = vec![NodeReport {
@@ -704,11 +702,7 @@ impl Engine {
                         .flatten()
                         .map(|id| self.node_name(id)),
                     failed_here: self.local.failed_at_ns[i].is_some(),
-                    resources: g
-                        .resources
-                        .iter()
-                        .map(crate::daemon::describe_resource)
-                        .collect(),
+                    resources: g.resources.iter().map(ToString::to_string).collect(),
                 }
             })
             .collect();
@@ -737,8 +731,8 @@ impl Engine {
                 send_errors: self.transmitter.stats().errors,
                 auth_failures: self.counters.auth_failures,
                 replays: self.counters.replays,
-                unknown_nodes: self.counters.unknown_nodes,
-                own_packets: self.counters.own_packets,
+                unknown_nodes: rx[Counter::DropUnknownPeer as usize],
+                own_packets: self.inbound.own_packets(),
                 late: self
                     .membership
                     .peers()
@@ -758,15 +752,6 @@ impl Engine {
             },
             max_stall_ms: self.stalls.max_ns() as f64 / 1e6,
             kernel_to_agent_us: self.delays.summary_us(),
-        }
-    }
-}
-
-impl RxPath {
-    pub fn name(self) -> &'static str {
-        match self {
-            RxPath::Xdp => "xdp",
-            RxPath::Socket => "socket",
         }
     }
 }

@@ -64,4 +64,14 @@ impl Inbound {
             Inbound::Socket(sockets, _) => sockets.stats().counters,
         }
     }
+
+    /// This node's own packets received back (broadcast or multicast loop). The XDP
+    /// program does not list the local node as a peer, so it counts them under
+    /// [`Counter::DropUnknownPeer`] instead.
+    pub fn own_packets(&self) -> u64 {
+        match self {
+            Inbound::Xdp(_) => 0,
+            Inbound::Socket(sockets, _) => sockets.stats().own_packets,
+        }
+    }
 }

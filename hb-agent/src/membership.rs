@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use hb_common::wire::{Heartbeat, MessageKind, NodeState};
 
+use crate::clock::nanos;
 use crate::config::Timers;
 
 /// A peer node's state as this node sees it.
@@ -215,10 +216,6 @@ pub struct Membership {
     timers: Timers,
     started_ns: u64,
     peers: Vec<Peer>,
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Membership {

@@ -26,7 +26,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::arrival::RxPath;
-use crate::clock::monotonic_ns;
+use crate::clock::{monotonic_ns, nanos};
 use crate::control::Status;
 use crate::membership::{LinkStatus, NodeStatus};
 use crate::policy::Phase;
@@ -203,7 +203,7 @@ impl MetricsFeed {
         let feed = Self {
             inter_arrival: InterArrivalSet::new(),
             snapshots,
-            interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+            interval_ns: nanos(interval),
             next_ns: 0,
         };
         (feed, receiver)
@@ -729,7 +729,7 @@ fn render_counters(x: &mut Exposition, status: &Status) {
         ),
         (
             "hb_unknown_node_packets_total",
-            "Authenticated packets from a node that is not configured.",
+            "Well-shaped packets from a node that is not configured (dropped before authentication).",
             c.unknown_nodes,
         ),
         (

@@ -18,7 +18,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::clock::monotonic_ns;
+use crate::clock::{monotonic_ns, nanos};
 
 /// The environment variables systemd passes to a notify service. A child the agent starts
 /// (a resource script) should not inherit them: it is not the service's main process.
@@ -181,7 +181,7 @@ pub struct WatchdogPacer {
 impl WatchdogPacer {
     /// A pacer for `interval` (WatchdogSec), with the first ping due at `now_ns`.
     pub fn new(interval: Duration, now_ns: u64) -> Self {
-        let interval_ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        let interval_ns = nanos(interval);
         Self {
             period_ns: (interval_ns / 2).max(1),
             next_due_ns: now_ns,

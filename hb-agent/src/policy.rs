@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use crate::clock::nanos;
 use crate::config::AutoFailback;
 
 /// How long a group that failed to start here stays off this node when no other node can
@@ -281,10 +282,6 @@ impl Policy {
         }
         (preferred.or(all.first()).map(|c| c.id), wake)
     }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::arrival::Arrival;
-use crate::clock;
 use crate::config::XdpSetting;
 
 pub use error::XdpError;
@@ -190,27 +189,6 @@ fn interface_list(interfaces: &[String]) -> Result<Vec<String>, XdpError> {
     Ok(list)
 }
 
-/// Kernel-to-agent delivery delay of the heartbeats drained so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DeliveryDelay {
-    /// Heartbeats measured.
-    pub count: u64,
-    /// The last one's delay, nanoseconds.
-    pub last_ns: u64,
-    pub max_ns: u64,
-    /// Sum of all delays, for a mean.
-    pub total_ns: u64,
-}
-
-impl DeliveryDelay {
-    fn record(&mut self, delay_ns: u64) {
-        self.count += 1;
-        self.last_ns = delay_ns;
-        self.max_ns = self.max_ns.max(delay_ns);
-        self.total_ns = self.total_ns.saturating_add(delay_ns);
-    }
-}
-
 /// Forwards the program's aya-log records to `tracing`, under the target `hb_ebpf`.
 struct EbpfLogForwarder;
 
@@ -255,7 +233,6 @@ pub struct XdpReceiver {
     /// yet taken by `drain`.
     pending: Vec<Arrival>,
     undecodable: u64,
-    delay: DeliveryDelay,
 }
 
 /// The loaded object's maps and log reader.
@@ -277,7 +254,6 @@ impl std::fmt::Debug for XdpReceiver {
             .field("attachments", &self.attachments)
             .field("pending", &self.pending.len())
             .field("undecodable", &self.undecodable)
-            .field("delay", &self.delay)
             .finish_non_exhaustive()
     }
 }
@@ -400,7 +376,6 @@ impl XdpReceiver {
             }),
             pending: Vec::new(),
             undecodable: 0,
-            delay: DeliveryDelay::default(),
         })
     }
 
@@ -426,7 +401,7 @@ impl XdpReceiver {
                     let mut guard = guard.map_err(XdpError::Ring)?;
                     // Edge-triggered: empty the ring before clearing readiness, or an event
                     // that arrived meanwhile would wait for the next one.
-                    read_ring(guard.get_inner_mut(), &mut self.pending, &mut self.undecodable, &mut self.delay);
+                    read_ring(guard.get_inner_mut(), &mut self.pending, &mut self.undecodable);
                     guard.clear_ready();
                 }
                 guard = self.kernel.logger.readable_mut() => {
@@ -444,24 +419,13 @@ impl XdpReceiver {
     pub fn drain(&mut self, out: &mut Vec<Arrival>) -> usize {
         let before = out.len();
         out.append(&mut self.pending);
-        read_ring(
-            self.ring.get_mut(),
-            out,
-            &mut self.undecodable,
-            &mut self.delay,
-        );
+        read_ring(self.ring.get_mut(), out, &mut self.undecodable);
         out.len() - before
     }
 
     /// Ring records that did not decode as a heartbeat event (a build mismatch).
     pub fn undecodable(&self) -> u64 {
         self.undecodable
-    }
-
-    /// How long heartbeats took from the kernel's stamp to [`drain`](Self::drain) or
-    /// [`readable`](Self::readable).
-    pub fn delivery_delay(&self) -> DeliveryDelay {
-        self.delay
     }
 
     /// The program's counters, indexed by `Counter as usize`, summed over CPUs.
@@ -694,21 +658,12 @@ fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), XdpError> {
 }
 
 /// Reads the ring to empty, decoding each record.
-fn read_ring(
-    ring: &mut RingBuf<MapData>,
-    out: &mut Vec<Arrival>,
-    undecodable: &mut u64,
-    delay: &mut DeliveryDelay,
-) {
-    let now = clock::monotonic_ns();
+fn read_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Arrival>, undecodable: &mut u64) {
     while let Some(record) = ring.next() {
         // The record is a view into the shared ring: decode copies it out (unaligned read)
         // before the item is released.
         match Arrival::from_ring_record(&record) {
-            Ok(arrival) => {
-                delay.record(now.saturating_sub(arrival.kernel_ns));
-                out.push(arrival);
-            }
+            Ok(arrival) => out.push(arrival),
             Err(error) => {
                 *undecodable += 1;
                 if undecodable.is_power_of_two() {
@@ -846,23 +801,6 @@ mod tests {
             interface_list(&["a/b".into()]),
             Err(XdpError::InvalidOptions(_))
         ));
-    }
-
-    #[test]
-    fn delivery_delay_tracks_last_max_and_total() {
-        let mut delay = DeliveryDelay::default();
-        for ns in [300, 1_000, 200] {
-            delay.record(ns);
-        }
-        assert_eq!(
-            delay,
-            DeliveryDelay {
-                count: 3,
-                last_ns: 200,
-                max_ns: 1_000,
-                total_ns: 1_500
-            }
-        );
     }
 
     fn create_error(errno: i32) -> EbpfError {

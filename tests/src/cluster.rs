@@ -31,6 +31,7 @@ use crate::error::{LabError, Result};
 use crate::lab::{Bridge, Lab, Netns};
 use crate::nginx::{nginx_config, nginx_config_with, Nginx};
 use crate::process::ProcessHandle;
+use crate::rivals::{LabNetwork, NetNode};
 use crate::wait::wait_for;
 use crate::{agent_binary, HttpResponse};
 
@@ -205,26 +206,23 @@ impl Cluster {
             )));
         }
         let lab = Lab::new(label)?;
-        let switch = lab.add_netns("sw")?;
-        let svc = lab.add_bridge(&switch, "svc")?;
-        let hb = lab.add_bridge(&switch, "hb")?;
-        let client = lab.add_netns("client")?;
-        lab.connect(&client, "eth0", &svc)?;
-        lab.add_address(&client, "eth0", &format!("{CLIENT_ADDR}/24"))?;
+        let LabNetwork {
+            switch,
+            svc,
+            hb,
+            client,
+            nodes: network_nodes,
+        } = LabNetwork::build(&lab, spec.nodes)?;
 
         let authkeys = format!("auth 1\n1 sha1 {}\n", random_secret()?);
         let mut nodes = Vec::new();
-        for index in 0..spec.nodes {
-            let name = format!("lb{}", index + 1);
-            let host =
-                u8::try_from(11 + index).map_err(|_| LabError::Cluster("too many nodes".into()))?;
-            let netns = lab.add_netns(&name)?;
-            lab.connect(&netns, "eth0", &svc)?;
-            lab.connect(&netns, "eth1", &hb)?;
-            let svc_addr = Ipv4Addr::new(198, 18, 1, host);
-            let hb_addr = Ipv4Addr::new(198, 18, 2, host);
-            lab.add_address(&netns, "eth0", &format!("{svc_addr}/24"))?;
-            lab.add_address(&netns, "eth1", &format!("{hb_addr}/24"))?;
+        for NetNode {
+            name,
+            netns,
+            svc_addr,
+            hb_addr,
+        } in network_nodes
+        {
             let root = lab.temp_subdir(&name)?;
             let node = ClusterNode {
                 config_dir: root.join("ha.d"),

@@ -33,6 +33,11 @@ impl Nginx {
         &self.process
     }
 
+    /// The nginx master process, for callers that track only the process.
+    pub fn into_process(self) -> ProcessHandle {
+        self.process
+    }
+
     /// Where it listens.
     pub fn listen(&self) -> SocketAddr {
         self.listen
@@ -104,7 +109,22 @@ impl Lab {
     /// Starts nginx in `netns`, listening on `listen` (test range only), serving `GET /` with
     /// the body `"<name>\n"`; waits until that page is served. `name` is also the process name.
     pub fn start_nginx(&self, netns: &Netns, name: &str, listen: SocketAddr) -> Result<Nginx> {
-        require_test_address(listen.ip())?;
+        self.start_nginx_checked(netns, name, listen, listen)
+    }
+
+    /// [`start_nginx`](Self::start_nginx) listening on `listen`, which may also be the
+    /// wildcard address, and waiting until the page is served on `check` (test range only).
+    pub fn start_nginx_checked(
+        &self,
+        netns: &Netns,
+        name: &str,
+        listen: SocketAddr,
+        check: SocketAddr,
+    ) -> Result<Nginx> {
+        if !listen.ip().is_unspecified() {
+            require_test_address(listen.ip())?;
+        }
+        require_test_address(check.ip())?;
         let dir = self.temp_subdir(&format!("nginx-{name}"))?;
         let www = dir.join("www");
         for sub in [www.clone(), dir.join("tmp")] {
@@ -143,7 +163,7 @@ impl Lab {
                 // Exited (or untrackable): stop polling and report below.
                 Ok(false) | Err(_) => return Some(false),
             }
-            let served = run_in_netns(netns, || http_get(listen, "/", Duration::from_millis(500)));
+            let served = run_in_netns(netns, || http_get(check, "/", Duration::from_millis(500)));
             match served {
                 Ok(Ok(HttpResponse { status: 200, body })) if body == nginx.body => Some(true),
                 _ => None,
@@ -159,7 +179,7 @@ impl Lab {
             None => Err(LabError::Timeout {
                 timeout: NGINX_START_TIMEOUT,
                 what: format!(
-                    "nginx {name} to serve http://{listen}/ in {netns}; its log:\n{}\n{}",
+                    "nginx {name} to serve http://{check}/ in {netns}; its log:\n{}\n{}",
                     nginx.process.log(),
                     nginx.error_log()
                 ),

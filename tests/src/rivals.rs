@@ -35,7 +35,7 @@ use crate::cluster::{CLIENT_ADDR, VIP};
 use crate::cmd;
 use crate::error::{LabError, Result};
 use crate::lab::{Bridge, Lab, Netns};
-use crate::nginx::nginx_config;
+use crate::nginx::Nginx;
 use crate::process::ProcessHandle;
 use crate::wait::wait_for;
 
@@ -253,51 +253,13 @@ pub fn start_plain_nginx(
     name: &str,
     check_addr: Ipv4Addr,
 ) -> Result<ProcessHandle> {
-    let dir = lab.temp_subdir(&format!("www-{name}"))?;
-    for sub in ["www", "tmp"] {
-        let path = dir.join(sub);
-        fs::create_dir_all(&path).map_err(|err| LabError::io("creating", &path, err))?;
-        set_mode(&path, 0o755)?;
-    }
-    write_file(&dir.join("www/index.txt"), &format!("{name}\n"), 0o644)?;
-    let config = dir.join("nginx.conf");
-    write_file(
-        &config,
-        &nginx_config(&dir, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80))),
-        0o644,
-    )?;
-    let mut command = Command::new("nginx");
-    command
-        .arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(&config)
-        .arg("-e")
-        .arg(dir.join("error.log"));
-    let process = lab.spawn(netns, &format!("nginx-{name}"), &command)?;
-    let expected = format!("{name}\n");
-    let addr = SocketAddr::from((check_addr, 80));
-    let served = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
-        if !lab.is_running(&process).unwrap_or(false) {
-            return Some(false);
-        }
-        match lab.http_get(netns, addr, "/", Duration::from_millis(500)) {
-            Ok(response) if response.status == 200 && response.body == expected => Some(true),
-            _ => None,
-        }
-    });
-    match served {
-        Some(true) => Ok(process),
-        Some(false) => Err(LabError::ExitedEarly {
-            name: format!("nginx-{name}"),
-            status: "nginx exited during start-up".into(),
-            log: process.log_tail(40),
-        }),
-        None => Err(LabError::Timeout {
-            timeout: Duration::from_secs(15),
-            what: format!("nginx on {name} to serve {addr}"),
-        }),
-    }
+    lab.start_nginx_checked(
+        netns,
+        name,
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80)),
+        SocketAddr::from((check_addr, 80)),
+    )
+    .map(Nginx::into_process)
 }
 
 // ---------------------------------------------------------------------------- processes

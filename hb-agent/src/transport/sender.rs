@@ -21,7 +21,7 @@ use super::limiter::LogLimiter;
 use super::schedule::next_tick;
 use super::transmitter::Transmitter;
 use super::TransportError;
-use crate::clock;
+use crate::clock::{self, nanos};
 
 /// SCHED_FIFO priority of the sender with `realtime on`: the default of threaded interrupt
 /// handlers. Above them, the sender could delay the NIC interrupts its own packets need.
@@ -80,7 +80,7 @@ impl SenderThread {
         keepalive: Duration,
         realtime: bool,
     ) -> Result<Self, TransportError> {
-        let interval_ns = u64::try_from(keepalive.as_nanos()).unwrap_or(u64::MAX);
+        let interval_ns = nanos(keepalive);
         if interval_ns == 0 {
             return Err(TransportError::ZeroKeepalive);
         }
