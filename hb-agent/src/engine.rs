@@ -12,6 +12,7 @@
 //! agent was stalled count.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::arrival::Arrival;
 use crate::clock::{monotonic_ns, nanos};
-use crate::config::Config;
+use crate::config::{reload, Config, HostView, SystemHost};
 use crate::control::{
     CountersStatus, GroupStatus, LinkStatusReport, NodeReport, Request, Response, Status,
 };
@@ -440,7 +441,7 @@ impl Engine {
     }
 
     fn send_job(&mut self, group: usize, kind: JobKind) {
-        if self.jobs.send(Job { group, kind }).is_err() {
+        if self.jobs.send(Job::Group { group, kind }).is_err() {
             error!(group = %self.group_name(group), "resource executor is gone; cannot run {kind:?}");
         }
     }
@@ -505,18 +506,78 @@ impl Engine {
 
     /// SIGHUP: reads the configuration again and says what it found. This version applies
     /// configuration changes at restart only; it never half-applies one.
-    fn check_reload(&self) {
-        let dir = &self.config.dir;
-        match crate::daemon::load_config(dir, Some(&self.config.local_node)) {
-            Err(e) => error!("reload: {e}; still running the previous configuration"),
-            Ok(new) if new == *self.config => info!("reload: configuration unchanged"),
-            Ok(_) => warn!(
-                "reload: the configuration in {} changed; this version applies changes at \
-                 restart (a clean stop hands the groups to the peer at once); still running the \
-                 previous configuration",
-                dir.display()
-            ),
+    /// SIGHUP: reads the configuration again and applies what changed, all of it or,
+    /// when something changed that only a restart can apply, none of it.
+    fn reload(&mut self) {
+        let dir = self.config.dir.clone();
+        let new = match crate::daemon::load_config(&dir, Some(&self.config.local_node)) {
+            Ok(new) => Arc::new(new),
+            Err(e) => {
+                error!("reload: {e}; still running the previous configuration");
+                return;
+            }
+        };
+        let local_addrs = HostView::local_addrs(&SystemHost);
+        let changes = reload::changes(&self.config, &new, &local_addrs);
+        if changes.is_empty() {
+            info!("reload: configuration unchanged");
+            return;
         }
+        if !changes.restart.is_empty() {
+            error!(
+                "reload: {} changed, which applies only at restart (a clean stop hands the \
+                 groups to the peer at once); nothing applied, still running the previous \
+                 configuration",
+                changes.restart.join(", ")
+            );
+            return;
+        }
+        if let Err(e) = self.apply(&new, &local_addrs) {
+            error!("reload: {e}; nothing applied, still running the previous configuration");
+            return;
+        }
+        info!("reload: applied {}", changes.live.join("; "));
+    }
+
+    /// Switches every part of the running agent to `new`. The steps that can fail come
+    /// first, so a failure leaves everything as it was.
+    fn apply(&mut self, new: &Arc<Config>, local_addrs: &[IpAddr]) -> Result<(), String> {
+        let auth = Authenticator::new(&new.auth).map_err(|e| e.to_string())?;
+        let keepalive_us = u32::try_from(new.timers.keepalive.as_micros()).unwrap_or(u32::MAX);
+        self.transmitter
+            .reconfigure(
+                keepalive_us,
+                auth.clone(),
+                &new.effective_links(local_addrs),
+            )
+            .map_err(|e| e.to_string())?;
+        if let Some(sender) = &self.sender {
+            if let Err(e) = sender.set_interval(new.timers.keepalive) {
+                // Cannot happen for a loaded configuration (keepalive is never zero).
+                warn!("reload: heartbeat interval unchanged: {e}");
+            }
+        }
+        self.auth = auth;
+        self.membership.set_timers(new.timers);
+        self.policy.set_rules(crate::daemon::policy_rules(new));
+
+        // Groups that are gone are released with the resources they had; the executor
+        // then switches to the new configuration, in that order.
+        let groups = new.groups.len();
+        for group in groups..self.config.groups.len() {
+            if self.local.phases[group] != Phase::Released {
+                self.start_job(group, JobKind::Release, Phase::Releasing);
+            }
+        }
+        if self.jobs.send(Job::Reconfigure(Arc::clone(new))).is_err() {
+            error!("resource executor is gone; cannot reconfigure it");
+        }
+        self.local.phases.resize(groups, Phase::Released);
+        self.local.failed_at_ns.resize(groups, None);
+        self.pending_failovers.resize(groups, None);
+        self.config = Arc::clone(new);
+        self.advertise();
+        Ok(())
     }
 
     fn command(&mut self, command: Command) {
@@ -524,7 +585,7 @@ impl Engine {
             Command::Leave => self.begin_leaving(),
             Command::Reload => {
                 self.notify("RELOADING=1", Notifier::reloading);
-                self.check_reload();
+                self.reload();
                 self.notify("READY=1", Notifier::ready);
             }
             Command::Control(request, reply) => {

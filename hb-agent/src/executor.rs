@@ -35,10 +35,16 @@ pub enum JobKind {
     Reannounce,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Job {
-    pub group: usize,
-    pub kind: JobKind,
+/// What the decision loop asks of the executor; done strictly in the order sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Job {
+    Group {
+        group: usize,
+        kind: JobKind,
+    },
+    /// A reload: from here on `Config` is the configuration. Held groups whose resources
+    /// changed are brought to the new list without touching the resources that stay.
+    Reconfigure(Arc<Config>),
 }
 
 /// How often the script resources of held groups are checked with `status`.
@@ -114,17 +120,20 @@ impl Executor {
         let mut checks = tokio::time::interval(SERVICE_CHECK_INTERVAL);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = subscribe_addresses();
-        let mut refresh = self.config.garp.refresh.map(|every| {
-            let mut timer = tokio::time::interval(every);
-            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            timer
-        });
+        let mut refresh = refresh_timer(&self.config);
         loop {
             tokio::select! {
                 job = jobs.recv() => {
-                    let Some(job) = job else { break };
-                    let report = self.run_job(job).await;
-                    if reports.send(Report::Done(report)).is_err() {
+                    let reports_out = match job {
+                        None => break,
+                        Some(Job::Group { group, kind }) => vec![Report::Done(self.run_job(group, kind).await)],
+                        Some(Job::Reconfigure(config)) => {
+                            let failed = self.reconfigure(config).await;
+                            refresh = refresh_timer(&self.config);
+                            failed
+                        }
+                    };
+                    if reports_out.into_iter().any(|report| reports.send(report).is_err()) {
                         break;
                     }
                 }
@@ -240,29 +249,92 @@ impl Executor {
         failed
     }
 
-    async fn run_job(&mut self, job: Job) -> JobDone {
+    async fn run_job(&mut self, group: usize, kind: JobKind) -> JobDone {
         let started = Instant::now();
-        let result = match job.kind {
-            JobKind::Acquire => self.acquire(job.group).await,
-            JobKind::Release => self.release(job.group).await,
-            JobKind::Reannounce => self.reannounce(job.group).await,
+        let result = match kind {
+            JobKind::Acquire => self.acquire(group).await,
+            JobKind::Release => self.release(group).await,
+            JobKind::Reannounce => self.reannounce(group).await,
         };
-        match (job.kind, &result) {
+        match (kind, &result) {
             (JobKind::Acquire, Ok(())) => {
-                self.held.insert(job.group);
-                self.restarts.retain(|(group, _), _| *group != job.group);
+                self.held.insert(group);
+                self.restarts.retain(|(g, _), _| *g != group);
             }
             (JobKind::Release, _) => {
-                self.held.remove(&job.group);
+                self.held.remove(&group);
             }
             _ => {}
         }
         JobDone {
-            group: job.group,
-            kind: job.kind,
+            group,
+            kind,
             result,
             took: started.elapsed(),
         }
+    }
+
+    /// Switches to `config`. For each held group whose resources changed: the resources
+    /// no longer listed are stopped (last first), those that stay are left running (an
+    /// address that stays configured never leaves its interface), and the new ones are
+    /// started in order. A group whose new resource does not start is reported as failed,
+    /// so the decision loop hands it over, as for a service that died.
+    async fn reconfigure(&mut self, config: Arc<Config>) -> Vec<Report> {
+        let old = std::mem::replace(&mut self.config, config);
+        let mut to_start = Vec::new();
+        for group in self.held.clone() {
+            let before = old.groups.get(group).map_or(&[][..], |g| &g.resources[..]);
+            let after = self.resources(group).to_vec();
+            if before == after.as_slice() {
+                continue;
+            }
+            let kept = match_resources(before, &after);
+            for (index, resource) in before.iter().enumerate().rev() {
+                if kept[index].is_none() {
+                    info!(resource = %resource, "reload: stopping a resource no longer in its group");
+                    if let Err(e) = self.stop(group, index, resource).await {
+                        warn!(resource = %resource, "reload: {e}");
+                    }
+                }
+            }
+            let moves: Vec<(usize, usize)> = kept
+                .iter()
+                .enumerate()
+                .filter_map(|(from, to)| to.map(|to| (from, to)))
+                .collect();
+            let placed: Vec<(usize, Placed)> = moves
+                .iter()
+                .filter_map(|&(from, to)| self.placed.remove(&(group, from)).map(|p| (to, p)))
+                .collect();
+            self.placed
+                .extend(placed.into_iter().map(|(to, p)| ((group, to), p)));
+            let restarts: Vec<(usize, u32)> = moves
+                .iter()
+                .filter_map(|&(from, to)| self.restarts.remove(&(group, from)).map(|n| (to, n)))
+                .collect();
+            self.restarts
+                .extend(restarts.into_iter().map(|(to, n)| ((group, to), n)));
+            for (index, resource) in after.into_iter().enumerate() {
+                if !kept.contains(&Some(index)) {
+                    to_start.push((group, index, resource));
+                }
+            }
+        }
+        let mut failed = Vec::new();
+        for (group, index, resource) in to_start {
+            if !self.held.contains(&group) {
+                continue;
+            }
+            info!(resource = %resource, "reload: starting a resource added to a held group");
+            if let Err(e) = self.start(group, index, &resource).await {
+                failed.push(Report::ServiceFailed {
+                    group,
+                    reason: format!("{resource}, added by a reload, did not start: {e}"),
+                });
+                self.held.remove(&group);
+            }
+        }
+        failed
     }
 
     /// Puts back addresses of held groups that disappeared from their interface (someone
@@ -515,6 +587,32 @@ async fn next_notice(watch: &mut Option<AddressWatch>) -> Option<AddressNotice> 
     }
 }
 
+/// For each of `before`'s resources, the index of the same resource in `after`, if it
+/// stays (each of `after`'s matched once, first come first served).
+fn match_resources(before: &[Resource], after: &[Resource]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; after.len()];
+    before
+        .iter()
+        .map(|resource| {
+            let index = after
+                .iter()
+                .enumerate()
+                .position(|(i, other)| !taken[i] && other == resource)?;
+            taken[index] = true;
+            Some(index)
+        })
+        .collect()
+}
+
+/// The periodic re-announcement timer `garp_refresh` asks for, if any.
+fn refresh_timer(config: &Config) -> Option<tokio::time::Interval> {
+    config.garp.refresh.map(|every| {
+        let mut timer = tokio::time::interval(every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    })
+}
+
 /// The next refresh tick, or never when `garp_refresh` is off.
 async fn tick(refresh: &mut Option<tokio::time::Interval>) {
     match refresh {
@@ -533,5 +631,34 @@ async fn finished(checking: &mut Option<JoinHandle<Vec<CheckResult>>>) -> Vec<Ch
             Vec::new()
         }),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_resource;
+
+    fn resources(text: &str) -> Vec<Resource> {
+        text.split_whitespace()
+            .map(|word| parse_resource(word).expect("valid resource"))
+            .collect()
+    }
+
+    #[test]
+    fn resources_that_stay_keep_their_place_in_the_new_list() {
+        let before = resources("IPaddr::198.18.1.10/24/eth0 nginx IPaddr::198.18.1.20/24/eth0");
+        let after = resources("IPaddr::198.18.1.10/24/eth0 IPaddr::198.18.1.30/24/eth0 nginx");
+        assert_eq!(
+            match_resources(&before, &after),
+            vec![Some(0), Some(2), None]
+        );
+    }
+
+    #[test]
+    fn a_repeated_resource_is_matched_once() {
+        let before = resources("nginx nginx");
+        let after = resources("nginx");
+        assert_eq!(match_resources(&before, &after), vec![Some(0), None]);
     }
 }

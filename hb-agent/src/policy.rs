@@ -154,6 +154,12 @@ impl Policy {
         &self.rules
     }
 
+    /// A reload. Groups keep their split-brain memory by position.
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.contested_since_ns.resize(rules.groups.len(), None);
+        self.rules = rules;
+    }
+
     /// Decides for every group. `peers` lists the live peers only.
     pub fn decide(&mut self, local: &LocalView, peers: &[PeerView], now_ns: u64) -> Decision {
         let mut decision = Decision::default();

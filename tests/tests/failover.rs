@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use hb_tests::cluster::{Cluster, ClusterSpec, SETTLE, VIP};
+use hb_tests::probe::{ProbeSettings, Prober};
 use hb_tests::{require_root, wait_until};
 use serde_json::Value;
 
@@ -586,6 +587,141 @@ fn dead_service_is_restarted_once_then_handed_over() {
         })
         .unwrap();
     assert_eq!(status["groups"][0]["phase"], "released");
+}
+
+/// SIGHUP applies new timers, keys and resources live: the VIP, which stays configured,
+/// never leaves lb1 and the client, probing all along, sees no failed request; an address
+/// added to the group appears, one removed goes; a change that needs a restart is refused
+/// whole.
+#[test]
+fn reload_applies_changes_without_a_failed_request() {
+    if !require_root("reload_applies_changes_without_a_failed_request") {
+        return;
+    }
+    let cluster = cluster("reload-live", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    let prober = Prober::start(
+        &cluster.client,
+        ProbeSettings {
+            target: std::net::SocketAddr::from((VIP, 80)),
+            interval: Duration::from_millis(10),
+            // Generous: a loaded CI machine must not turn a slow answer into a failure.
+            timeout: Duration::from_millis(500),
+        },
+    )
+    .expect("start the client's probe");
+    let extra = "198.18.1.20";
+    let has_extra = |index: usize| {
+        cluster
+            .lab
+            .ip(
+                &cluster.nodes[index].netns,
+                &["-4", "-o", "addr", "show", "dev", "eth0"],
+            )
+            .unwrap()
+            .contains(&format!("inet {extra}/"))
+    };
+    let rewrite = |keepalive: &str, deadtime: &str, resources: &str| {
+        for node in &cluster.nodes {
+            let dir = &node.config_dir;
+            let ha_cf = std::fs::read_to_string(dir.join("ha.cf")).unwrap();
+            let ha_cf: String = ha_cf
+                .lines()
+                .map(|line| match line.split_whitespace().next() {
+                    Some("keepalive") => format!("keepalive {keepalive}\n"),
+                    Some("deadtime") => format!("deadtime {deadtime}\n"),
+                    _ => format!("{line}\n"),
+                })
+                .collect();
+            std::fs::write(dir.join("ha.cf"), ha_cf).unwrap();
+            std::fs::write(dir.join("haresources"), format!("lb1 {resources}\n")).unwrap();
+        }
+    };
+    let hup_both = |expect: &str| {
+        let before: Vec<usize> = (0..2)
+            .map(|i| cluster.agent_log(i).matches(expect).count())
+            .collect();
+        for node in cluster.nodes.iter().rev() {
+            let agent = node.agent.clone().unwrap();
+            cluster
+                .lab
+                .signal(&agent, hb_tests::Signal::SIGHUP)
+                .unwrap();
+        }
+        for (index, count) in before.into_iter().enumerate() {
+            assert!(
+                wait_until(SETTLE, Duration::from_millis(20), || {
+                    cluster.agent_log(index).matches(expect).count() > count
+                }),
+                "lb{} did not log {expect:?}:\n{}",
+                index + 1,
+                cluster.logs()
+            );
+        }
+    };
+
+    // Faster timers and a second address in the group.
+    rewrite(
+        "10ms",
+        "150ms",
+        &format!("IPaddr::{VIP}/24/eth0 IPaddr::{extra}/24/eth0 nginx"),
+    );
+    hup_both("reload: applied");
+    assert!(
+        wait_until(SETTLE, Duration::from_millis(20), || has_extra(0)),
+        "the added address is on lb1:\n{}",
+        cluster.logs()
+    );
+    assert!(!has_extra(1), "lb2 holds nothing");
+    let status = cluster.status(0).unwrap();
+    assert_eq!(status["timers_ms"][0], 10.0, "{status:#}");
+    assert_eq!(status["timers_ms"][1], 150.0, "{status:#}");
+
+    // A change only a restart can apply: refused whole.
+    for node in &cluster.nodes {
+        let path = node.config_dir.join("ha.cf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("xdp auto", "xdp off")).unwrap();
+    }
+    hup_both("applies only at restart");
+    assert_eq!(cluster.status(0).unwrap()["timers_ms"][0], 10.0);
+    for node in &cluster.nodes {
+        let path = node.config_dir.join("ha.cf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("xdp off", "xdp auto")).unwrap();
+    }
+
+    // Back to the first timers and the address removed again.
+    rewrite("20ms", "200ms", &format!("IPaddr::{VIP}/24/eth0 nginx"));
+    hup_both("reload: applied");
+    assert!(
+        wait_until(SETTLE, Duration::from_millis(20), || !has_extra(0)),
+        "the removed address left lb1:\n{}",
+        cluster.logs()
+    );
+    // A second of probing after the last change.
+    std::thread::sleep(Duration::from_secs(1));
+    let samples = prober.take();
+    prober.stop();
+    let failed: Vec<_> = samples.iter().filter(|s| !s.served_by("lb1")).collect();
+    assert!(
+        samples.len() > 100,
+        "the probe ran: {} requests",
+        samples.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests were not answered by lb1 during the reloads: {:?}\n{}",
+        failed.len(),
+        samples.len(),
+        failed.iter().take(5).collect::<Vec<_>>(),
+        cluster.logs()
+    );
+    assert_eq!(cluster.vip_holders().unwrap(), vec!["lb1".to_owned()]);
+    assert!(
+        cluster.nginx_running(0),
+        "nginx, which stayed in the group, kept running"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod hacf;
 pub mod haresources;
 pub mod host;
 mod load;
+pub mod reload;
 mod report;
 pub mod text;
 pub mod timer;

@@ -65,7 +65,8 @@ pub struct SenderThread {
 struct Shared {
     stop: AtomicBool,
     timer: TimerFd,
-    interval_ns: u64,
+    /// Changed by a reload; read once per tick.
+    interval_ns: AtomicU64,
     realtime_requested: bool,
     realtime: OnceLock<RealtimeStatus>,
     ticks: AtomicU64,
@@ -89,7 +90,7 @@ impl SenderThread {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             timer,
-            interval_ns,
+            interval_ns: AtomicU64::new(interval_ns),
             realtime_requested: realtime,
             realtime: OnceLock::new(),
             ticks: AtomicU64::new(0),
@@ -107,6 +108,18 @@ impl SenderThread {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// A reload: heartbeats follow `keepalive` from the next one on, with no pause.
+    pub fn set_interval(&self, keepalive: Duration) -> Result<(), TransportError> {
+        let interval_ns = nanos(keepalive);
+        if interval_ns == 0 {
+            return Err(TransportError::ZeroKeepalive);
+        }
+        self.shared
+            .interval_ns
+            .store(interval_ns, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn stats(&self) -> SenderStats {
@@ -178,7 +191,11 @@ fn run(shared: &Shared, transmitter: &Transmitter) {
         shared
             .max_lateness_ns
             .fetch_max(sent_ns.saturating_sub(deadline), Ordering::Relaxed);
-        let tick = next_tick(deadline, sent_ns, shared.interval_ns);
+        let tick = next_tick(
+            deadline,
+            sent_ns,
+            shared.interval_ns.load(Ordering::Relaxed),
+        );
         if tick.missed > 0 {
             shared.missed.fetch_add(tick.missed, Ordering::Relaxed);
             if let Some(held_back) = behind_log.allow(Instant::now()) {

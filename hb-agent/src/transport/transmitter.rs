@@ -78,8 +78,6 @@ pub struct TransmitterStats {
 /// MAC and one non-blocking `sendto` per link.
 #[derive(Debug)]
 pub struct Transmitter {
-    header: Header,
-    auth: Authenticator,
     /// The last sequence number used; written only under `round`.
     seq: AtomicU64,
     round: Mutex<Round>,
@@ -87,6 +85,8 @@ pub struct Transmitter {
 
 #[derive(Debug)]
 struct Round {
+    header: Header,
+    auth: Authenticator,
     advert: Advert,
     links: Vec<LinkSender>,
 }
@@ -109,11 +109,54 @@ impl Transmitter {
             .map(|link| LinkSender::open(link, now))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            header,
-            auth,
             seq: AtomicU64::new(0),
-            round: Mutex::new(Round { advert, links }),
+            round: Mutex::new(Round {
+                header,
+                auth,
+                advert,
+                links,
+            }),
         })
+    }
+
+    /// A reload: the keepalive the header announces, the keys and the links. A link that
+    /// stays keeps its socket and counters; new links are opened before anything changes,
+    /// so an error leaves the transmitter as it was. The sequence goes on.
+    pub fn reconfigure(
+        &self,
+        keepalive_us: u32,
+        auth: Authenticator,
+        links: &[Link],
+    ) -> Result<(), TransportError> {
+        if links.is_empty() {
+            return Err(TransportError::NoLinks);
+        }
+        let now = Instant::now();
+        let opened = {
+            let round = self.lock();
+            links
+                .iter()
+                .filter(|link| !round.links.iter().any(|kept| same_path(&kept.link, link)))
+                .map(|link| LinkSender::open(link, now))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut round = self.lock();
+        let mut old = std::mem::take(&mut round.links);
+        let mut opened = opened.into_iter();
+        for link in links {
+            let sender = match old.iter().position(|kept| same_path(&kept.link, link)) {
+                Some(index) => old.swap_remove(index),
+                None => match opened.next() {
+                    Some(sender) => sender,
+                    // Opened above for exactly the links not kept; cannot run short.
+                    None => continue,
+                },
+            };
+            round.links.push(sender);
+        }
+        round.header.keepalive_us = keepalive_us;
+        round.auth = auth;
+        Ok(())
     }
 
     /// Sends one message on every link; never blocks on the network and never fails as a
@@ -124,6 +167,7 @@ impl Transmitter {
     /// `arg` (the `arg` given is ignored), so every heartbeat states the same thing.
     pub fn send(&self, kind: MessageKind, arg: u64, dest_node: u32) -> SendOutcome {
         let mut round = self.lock();
+        let round = &mut *round;
         let seq = self.seq.load(Ordering::Relaxed).wrapping_add(1);
         self.seq.store(seq, Ordering::Relaxed);
         let Advert {
@@ -136,8 +180,8 @@ impl Transmitter {
         } else {
             arg
         };
-        let mut packet = wire::build(&self.header, kind, state, seq, held, arg, dest_node);
-        self.auth.seal(&mut packet);
+        let mut packet = wire::build(&round.header, kind, state, seq, held, arg, dest_node);
+        round.auth.seal(&mut packet);
         let bytes = bytemuck::bytes_of(&packet);
         let now = Instant::now();
         let mut outcome = SendOutcome {
@@ -171,7 +215,7 @@ impl Transmitter {
 
     /// The fixed fields every packet carries.
     pub fn header(&self) -> Header {
-        self.header
+        self.lock().header
     }
 
     /// The sequence number of the last message sent (0: none yet).
@@ -195,6 +239,12 @@ impl Transmitter {
         // while holding it must not stop the heartbeats.
         self.round.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether two links send the same way to the same place (where they were written
+/// does not matter).
+fn same_path(a: &Link, b: &Link) -> bool {
+    a.iface == b.iface && a.port == b.port && a.kind == b.kind
 }
 
 /// One link's socket and counters.
