@@ -81,9 +81,24 @@ struct SocketArgs {
 struct StatusArgs {
     #[command(flatten)]
     socket: SocketArgs,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text (with --watch: one JSON document per line).
     #[arg(long)]
     json: bool,
+    /// Refresh in place until interrupted, like watch(1); while the agent cannot be
+    /// reached, say why and keep trying.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: time between refreshes, in ha.cf's time syntax (`500ms`, `2`).
+    #[arg(long, default_value = "1", value_parser = parse_interval)]
+    interval: std::time::Duration,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    match config::timer::parse_time(text) {
+        Ok(interval) if interval >= std::time::Duration::from_millis(50) => Ok(interval),
+        Ok(_) => Err("the interval is at least 50ms".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -149,11 +164,9 @@ fn execute(cli: Cli, log_files: hb_agent::logging::LogFiles) -> anyhow::Result<E
                 ExitCode::FAILURE
             })
         }
+        Command::Status(args) if args.watch => watch_status(&args),
         Command::Status(args) => {
-            let response = ask(&args.socket.control_socket, Request::Status)?;
-            let Response::Status(status) = response else {
-                bail!("unexpected answer from the agent: {response:?}");
-            };
+            let status = ask_status(&args.socket.control_socket)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -164,6 +177,59 @@ fn execute(cli: Cli, log_files: hb_agent::logging::LogFiles) -> anyhow::Result<E
         Command::Standby(args) => say(ask(&args.control_socket, Request::Standby)?),
         Command::Takeover(args) => say(ask(&args.control_socket, Request::Takeover)?),
     }
+}
+
+fn ask_status(socket: &std::path::Path) -> anyhow::Result<control::Status> {
+    match ask(socket, Request::Status)? {
+        Response::Status(status) => Ok(*status),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
+}
+
+/// `status --watch`: the screen is cleared and redrawn every interval (text), or one JSON
+/// line is printed per interval, until interrupted.
+fn watch_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let socket = &args.socket.control_socket;
+    loop {
+        let answer = ask_status(socket);
+        let mut out = std::io::stdout().lock();
+        let now = utc_clock();
+        let written = if args.json {
+            let line = match &answer {
+                Ok(status) => serde_json::to_string(status)?,
+                Err(e) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
+            };
+            writeln!(out, "{line}")
+        } else {
+            // Home, clear screen: redrawn in place like watch(1).
+            let body = match &answer {
+                Ok(status) => status.render(),
+                Err(e) => format!("cannot reach the agent at {}: {e:#}\n", socket.display()),
+            };
+            write!(
+                out,
+                "\x1b[H\x1b[2J\
+                 Every {:.1}s: hb-agent status    {now}\n\n{body}",
+                args.interval.as_secs_f64()
+            )
+        };
+        // A closed pipe (`| head`) ends the watch.
+        if written.and_then(|()| out.flush()).is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        drop(out);
+        std::thread::sleep(args.interval);
+    }
+}
+
+/// The wall-clock time, UTC, to the second, for the watch header.
+fn utc_clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02} UTC")
 }
 
 fn ask(socket: &std::path::Path, request: Request) -> anyhow::Result<Response> {

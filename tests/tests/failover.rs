@@ -724,6 +724,55 @@ fn reload_applies_changes_without_a_failed_request() {
     );
 }
 
+/// `hb-agent status --watch` redraws the status in place every interval; with `--json` it
+/// prints one JSON document per line.
+#[test]
+fn status_watch_refreshes() {
+    if !require_root("status_watch_refreshes") {
+        return;
+    }
+    let cluster = cluster("watch", ClusterSpec::default());
+    settle_on_lb1(&cluster);
+    let agent = cluster.agent_path().unwrap();
+    let socket = cluster.nodes[0].control_socket.clone();
+    let watch = |extra: &[&str]| -> String {
+        let mut child = std::process::Command::new(&agent)
+            .args([
+                "status",
+                "--watch",
+                "--interval",
+                "100ms",
+                "--control-socket",
+            ])
+            .arg(&socket)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hb-agent status --watch");
+        std::thread::sleep(Duration::from_millis(1500));
+        // Our own child, ended by its PID.
+        child.kill().expect("end the watch");
+        let output = child
+            .wait_with_output()
+            .expect("collect the watch's output");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    let text = watch(&[]);
+    let frames = text.matches("Every 0.1s: hb-agent status").count();
+    assert!(frames >= 3, "{frames} frames in:\n{text}");
+    assert!(text.contains("\x1b[H\x1b[2J"), "redrawn in place");
+    assert!(text.contains("lb2"), "{text}");
+
+    let json = watch(&["--json"]);
+    let documents: Vec<Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON document per line"))
+        .collect();
+    assert!(documents.len() >= 3, "{json}");
+    assert!(documents.iter().all(|d| d["node"] == "lb1"), "{json}");
+}
+
 #[test]
 fn reload_checks_the_configuration_and_keeps_serving() {
     if !require_root("reload_checks_the_configuration_and_keeps_serving") {
