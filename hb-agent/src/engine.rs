@@ -44,6 +44,10 @@ const LEAVING_REPEATS: usize = 3;
 /// Pause after an unexpected receive-path error.
 const RX_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// After leaving, the longest wait for a peer to advertise the groups this node released
+/// before the receive path is torn down (see [`Engine::watch_handover`]).
+const HANDOVER_WATCH_LIMIT: Duration = Duration::from_secs(2);
+
 /// Messages to the decision loop.
 #[derive(Debug)]
 pub enum Command {
@@ -90,6 +94,8 @@ pub struct Engine {
     /// Per group: the dead holder's silence and when it was declared dead, until the
     /// group is acquired here (a failover) or seen held by another live peer.
     pending_failovers: Vec<Option<(Duration, u64)>>,
+    /// The groups this node held when it began leaving: the peers' to take over.
+    held_when_leaving: u64,
 }
 
 /// What the engine is built from; the daemon assembles it.
@@ -164,6 +170,7 @@ impl Engine {
             metrics: parts.metrics,
             failovers: FailoverStats::default(),
             pending_failovers: vec![None; groups],
+            held_when_leaving: 0,
             config,
         }
     }
@@ -212,7 +219,52 @@ impl Engine {
             }
         }
         self.leave();
+        self.watch_handover().await;
         self.inbound
+    }
+
+    /// After leaving: waits until the live peers have advertised every group this node held
+    /// when it began leaving for two more keepalives (a peer advertises a group from the
+    /// moment it starts acquiring it), at most [`HANDOVER_WATCH_LIMIT`] or twice the
+    /// deadtime. Only then is the receive path torn down: detaching XDP holds the kernel's
+    /// RTNL lock for milliseconds, and the peer's address add needs that same lock, so a
+    /// teardown at once would lengthen the very takeover this node asked for.
+    async fn watch_handover(&mut self) {
+        let groups = self.held_when_leaving;
+        let limit = HANDOVER_WATCH_LIMIT.min(self.config.timers.deadtime * 2);
+        let mut deadline = tokio::time::Instant::now() + limit;
+        let mut advertised = false;
+        loop {
+            let live: Vec<u64> = self
+                .membership
+                .peers()
+                .iter()
+                .filter(|p| p.status == NodeStatus::Up)
+                .map(|p| p.held)
+                .collect();
+            if live.is_empty() {
+                return;
+            }
+            if !advertised && live.iter().fold(0, |acc, held| acc | held) & groups == groups {
+                advertised = true;
+                deadline =
+                    deadline.min(tokio::time::Instant::now() + self.config.timers.keepalive * 2);
+            }
+            tokio::select! {
+                readable = self.inbound.readable() => {
+                    if readable.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if !advertised {
+                        debug!("peers did not advertise every group within {} ms of leaving", limit.as_millis());
+                    }
+                    return;
+                }
+            }
+            self.drain();
+        }
     }
 
     /// The next time the loop must look at the clock even if nothing arrives: a node or link
@@ -658,6 +710,7 @@ impl Engine {
     fn begin_leaving(&mut self) {
         if !self.local.leaving {
             info!("shutting down: releasing every resource group, then telling the peers");
+            self.held_when_leaving = self.local.held_mask();
             self.notify("STOPPING=1", Notifier::stopping);
             self.local.leaving = true;
             self.advertise();
