@@ -412,6 +412,13 @@ impl Engine {
             info!("node {from} requested a takeover: going standby, releasing resources");
             self.local.standby = true;
         }
+        // A peer handing its groups over needs a node that takes them: a standby left over
+        // from an earlier takeover request must not keep this one from doing so.
+        if for_us && packet.kind == MessageKind::StandbyRequest as u8 && self.local.standby {
+            let from = self.node_name(packet.node_id());
+            info!("node {from} went standby: leaving standby to take its resource groups");
+            self.local.standby = false;
+        }
     }
 
     fn log_events(&self, events: &[Event]) {

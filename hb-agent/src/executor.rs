@@ -120,6 +120,7 @@ impl Executor {
         let mut checks = tokio::time::interval(SERVICE_CHECK_INTERVAL);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = subscribe_addresses();
+        self.release_leftovers().await;
         let mut refresh = refresh_timer(&self.config);
         loop {
             tokio::select! {
@@ -271,6 +272,55 @@ impl Executor {
             kind,
             result,
             took: started.elapsed(),
+        }
+    }
+
+    /// At start no group is held here, so whatever is found running belongs to an agent
+    /// that was killed (SIGKILL, OOM) without releasing: its addresses would otherwise stay
+    /// on this node while the peer holds them too. Every group with an address present or a
+    /// service running is released (stopped right to left) before any job runs.
+    async fn release_leftovers(&mut self) {
+        for group in 0..self.config.groups.len() {
+            let mut active = Vec::new();
+            for (index, resource) in self.resources(group).to_vec().iter().enumerate() {
+                let found = match resource {
+                    Resource::Script { name, args } => {
+                        let Ok(target) = self.resolver.resolve(name) else {
+                            continue;
+                        };
+                        let timeout = Operation::Status.timeout(self.config.resource_timeout);
+                        matches!(
+                            services::run(&target, args, Operation::Status, timeout).await,
+                            Ok(services::ScriptOutcome {
+                                service_state: Some(services::ServiceState::Running),
+                                ..
+                            })
+                        )
+                    }
+                    address => match self.place(group, index, address) {
+                        Ok(place) => self
+                            .netlink
+                            .has_address(&place.device, place.addr)
+                            .await
+                            .unwrap_or(false),
+                        Err(_) => false,
+                    },
+                };
+                if found {
+                    active.push(resource.to_string());
+                }
+            }
+            if active.is_empty() {
+                continue;
+            }
+            warn!(
+                group = %self.config.groups[group].name,
+                "found {} active at start, left by an agent that did not release them; releasing the group before joining",
+                active.join(", ")
+            );
+            if let Err(e) = self.release(group).await {
+                error!(group = %self.config.groups[group].name, "could not release what was left active: {e}");
+            }
         }
     }
 

@@ -83,6 +83,9 @@ pub struct NodeCounters {
     pub late: u64,
     /// Times the node was declared dead.
     pub deaths: u64,
+    /// The longest time between two consecutive heartbeats while the node was up, by
+    /// kernel arrival stamps: how close it came to being declared dead.
+    pub max_gap_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,6 +351,9 @@ impl Membership {
         peer.counters.received += 1;
         if let Some(previous) = peer.last_heard_ns {
             let gap = kernel_ns.saturating_sub(previous);
+            if peer.status == NodeStatus::Up {
+                peer.counters.max_gap_ns = peer.counters.max_gap_ns.max(gap);
+            }
             if peer.status == NodeStatus::Up && gap > warntime {
                 peer.counters.late += 1;
                 events.push(Event::Late {
@@ -703,6 +709,8 @@ mod tests {
             }]
         );
         assert_eq!(m.peer(A).unwrap().counters.late, 1);
+        receive(&mut m, 1_015, "hb0", hb(A, 1, 3));
+        assert_eq!(m.peer(A).unwrap().counters.max_gap_ns, 12_000_000);
     }
 
     #[test]

@@ -528,6 +528,19 @@ fn render_nodes(x: &mut Exposition, snapshot: &Snapshot, age_s: &dyn Fn(Option<f
             x.int(name, &[("node", &node.name)], value);
         }
     }
+    x.family(
+        "hb_node_heartbeat_gap_max_seconds",
+        Kind::Gauge,
+        "Longest time between two consecutive heartbeats of the peer while it was up.",
+    );
+    for node in nodes.iter().filter(|n| !n.local) {
+        let gap_ns = node.counters.as_ref().map_or(0, |c| c.max_gap_ns);
+        x.float(
+            "hb_node_heartbeat_gap_max_seconds",
+            &[("node", &node.name)],
+            gap_ns as f64 / 1e9,
+        );
+    }
 }
 
 fn render_links(x: &mut Exposition, status: &Status, age_s: &dyn Fn(Option<f64>) -> f64) {
@@ -1019,6 +1032,7 @@ mod tests {
                         replays: 1,
                         late: 2,
                         deaths: 1,
+                        max_gap_ns: 180_000_000,
                     }),
                 },
                 NodeReport {

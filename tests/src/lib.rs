@@ -27,9 +27,12 @@
 
 pub mod addr;
 pub mod bpf;
+pub mod chaos;
 pub mod cluster;
 pub mod cmd;
 pub mod error;
+pub mod faults;
+pub mod flood;
 pub mod http;
 pub mod lab;
 pub mod names;

@@ -7,11 +7,13 @@
 //! - `run`: build, then run `hb-agent` as root with the given arguments.
 //! - `demo`: build, then show a failover cluster at work in network namespaces, measured.
 //! - `bench`: build, then measure hb's failover against keepalived and Heartbeat.
+//! - `fuzz`: build the cargo-fuzz targets and run each for a while; fails on any finding.
 //! - `install`/`uninstall`: the release agent, its systemd unit and example configuration.
 
 mod bench;
 mod demo;
 mod exec;
+mod fuzz;
 mod install;
 mod setup;
 mod test;
@@ -101,6 +103,20 @@ enum Task {
         /// Where to write the results (default: <target dir>/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Run only one part: `failover` (stability ladder and outage trials) or `flood`.
+        #[arg(long, value_enum, value_name = "SECTION")]
+        only: Option<bench::Section>,
+    },
+    /// Build the fuzz targets (config parsers, heartbeat decoder, ring-buffer records) and run
+    /// each from its seeds for a while, with memory limits; prints executions, exec/s, corpus
+    /// size and findings, and fails on any crash, leak, out-of-memory or hang.
+    Fuzz {
+        /// Fuzzing time per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS, value_name = "N")]
+        seconds: u64,
+        /// Fuzz only this target (repeatable); default: all.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
     },
     /// Build the release agent and install it: PREFIX/sbin/hb-agent, the hb-agent.service
     /// unit, and ha.cf/haresources templates and an authkeys with a random key in /etc/ha.d
@@ -190,13 +206,15 @@ fn main() -> ExitCode {
                 deadtime_ms: deadtime,
             },
         ),
+        Task::Fuzz { seconds, targets } => fuzz::run(&workspace, seconds, &targets),
         Task::Install(args) => install::install(&workspace, &args),
         Task::Uninstall(args) => install::uninstall(&args),
-        Task::Bench { quick, out } => bench::run(
+        Task::Bench { quick, out, only } => bench::run(
             &workspace,
             &bench::BenchOptions {
                 quick,
                 out_dir: out,
+                only,
             },
         ),
     });

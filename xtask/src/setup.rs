@@ -5,6 +5,7 @@
 //! - bpf-linker 0.13.0 linked against the nightly toolchain's own libLLVM (the LLVM major must
 //!   match the one rustc emits bitcode for), through a small prefix directory holding
 //!   `lib/libLLVM.so` that points at the toolchain's library;
+//! - cargo-fuzz, pinned, for the fuzz targets (`cargo xtask fuzz`, the test's fuzz smoke step);
 //! - the Debian packages the tests, demo and benchmark use;
 //! - bpffs at /sys/fs/bpf (systemd mounts it on a normal boot; minimal VMs and containers may
 //!   not have it).
@@ -25,6 +26,9 @@ use crate::Workspace;
 
 /// The bpf-linker release the eBPF build is verified with.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The cargo-fuzz release the fuzz targets are built and run with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// LLVM majors bpf-linker 0.13.0 has a feature for (`llvm-21` ... `llvm-23`).
 const BPF_LINKER_LLVM_MAJORS: RangeInclusive<u32> = 21..=23;
@@ -51,6 +55,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("keepalived", "benchmark baseline: VRRP failover"),
     ("heartbeat", "benchmark baseline: Linux-HA Heartbeat 3.0.6"),
     ("nftables", "packet loss on the test switch"),
+    ("g++", "builds libFuzzer (C++) for the fuzz targets"),
     ("iputils-ping", "reachability checks in tests"),
     ("curl", "client requests in the demo"),
     ("fonts-dejavu-core", "the font of the benchmark's chart"),
@@ -74,6 +79,7 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 #[derive(Debug, Clone, Copy)]
 pub struct Needs {
     toolchain: bool,
+    fuzz: bool,
     packages: bool,
     bpffs: bool,
 }
@@ -82,18 +88,29 @@ impl Needs {
     /// Enough to build: nightly rust-src and bpf-linker.
     pub const TOOLCHAIN: Needs = Needs {
         toolchain: true,
+        fuzz: false,
         packages: false,
         bpffs: false,
     };
     /// Building, and bpffs for running the agent.
     pub const TOOLCHAIN_AND_BPFFS: Needs = Needs {
         toolchain: true,
+        fuzz: false,
         packages: false,
         bpffs: true,
     };
-    /// Everything: building, testing, the demo.
+    /// Building, and cargo-fuzz (libFuzzer's C++ compiler, g++, is one of the packages: the
+    /// fuzz task says so when it is missing rather than installing all of them).
+    pub const FUZZ: Needs = Needs {
+        toolchain: true,
+        fuzz: true,
+        packages: false,
+        bpffs: false,
+    };
+    /// Everything: building, testing (fuzzing included), the demo.
     pub const EVERYTHING: Needs = Needs {
         toolchain: true,
+        fuzz: true,
         packages: true,
         bpffs: true,
     };
@@ -127,6 +144,10 @@ pub fn ensure(workspace: &Workspace, needs: Needs) -> Result<SetupOutcome> {
             "nightly {} with rust-src, bpf-linker {BPF_LINKER_VERSION} (LLVM {})",
             nightly.release, nightly.llvm_major
         ));
+    }
+    if needs.fuzz {
+        ensure_cargo_fuzz(workspace)?;
+        ready.push(format!("cargo-fuzz {CARGO_FUZZ_VERSION}"));
     }
     if needs.packages {
         match ensure_packages()? {
@@ -315,6 +336,48 @@ fn install_bpf_linker(workspace: &Workspace, nightly: &Nightly) -> Result<()> {
             prefix.display()
         )
     })
+}
+
+/// cargo-fuzz [`CARGO_FUZZ_VERSION`] in cargo's bin directory, probed as the fuzz task runs
+/// it (a `cargo fuzz` subcommand of nightly's cargo).
+fn ensure_cargo_fuzz(workspace: &Workspace) -> Result<()> {
+    let expected = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let probe_version =
+        || probe(Command::new("rustup").args(["run", "nightly", "cargo", "fuzz", "--version"]));
+    let installed = probe_version();
+    if installed.as_deref().map(str::trim) == Some(expected.as_str()) {
+        return Ok(());
+    }
+    match &installed {
+        Some(other) => eprintln!(
+            "xtask: setup: found {}, need {expected}; installing it",
+            other.trim()
+        ),
+        None => eprintln!("xtask: setup: cargo-fuzz is missing; installing {expected}"),
+    }
+    let mut command = workspace.cargo();
+    command
+        .args([
+            "install",
+            "--locked",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--force",
+        ])
+        // The install must not reuse (or clobber) the workspace's target directory.
+        .env_remove("CARGO_TARGET_DIR");
+    run_visible(&mut command)
+        .with_context(|| format!("could not install cargo-fuzz {CARGO_FUZZ_VERSION}"))?;
+    let now = probe_version();
+    if now.as_deref().map(str::trim) != Some(expected.as_str()) {
+        bail!(
+            "cargo-fuzz was installed but `cargo fuzz --version` prints {:?}, not {expected:?}; \
+             is another cargo-fuzz earlier on PATH?",
+            now.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// `libLLVM.so.<major>.*` (or `libLLVM-<major>-*.so`) in the toolchain's lib directory.

@@ -2,7 +2,8 @@
 //! step that failed.
 //!
 //! Steps: set-up, rustfmt, clippy (host crates, and the XDP crate for its BPF target), build
-//! of hb-agent, then `cargo test` with `HB_AGENT_BIN` pointing at that build. A failing lint
+//! of hb-agent, then `cargo test` with `HB_AGENT_BIN` pointing at that build, then a fuzz
+//! smoke run (every cargo-fuzz target for a few seconds; any finding fails it). A failing lint
 //! step does not stop the tests (all problems are reported in one run); a failing build does.
 //! The test step runs in its own process group with a time limit: on timeout or Ctrl-C the
 //! group gets SIGTERM (or SIGINT), on which test processes remove their labs and exit; what a
@@ -23,6 +24,7 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::exec::{build_agent, describe};
+use crate::fuzz;
 use crate::setup::{self, Needs};
 use crate::Workspace;
 
@@ -31,6 +33,10 @@ const AGENT_BIN_ENV: &str = "HB_AGENT_BIN";
 
 /// Marker the lab harness prints for each privileged test skipped without root.
 const NOT_ROOT_MARKER: &str = "skipped: not root (privileged test";
+
+/// Fuzzing time per target in the fuzz smoke step: enough to run the seeds and a few
+/// hundred thousand mutations of the fast targets; the benchmark job fuzzes longer.
+const FUZZ_SMOKE_SECONDS: u64 = 10;
 
 /// Process group of the running test step (0: none), for the signal forwarder.
 static TEST_GROUP: AtomicI32 = AtomicI32::new(0);
@@ -203,6 +209,12 @@ pub fn run(workspace: &Workspace, timeout_minutes: u64, test_args: &[OsString]) 
         None => not_run(&mut steps, "tests", "hb-agent was not built"),
     }
 
+    if setup_ok {
+        timed(&mut steps, "fuzz smoke", || fuzz_smoke(workspace));
+    } else {
+        not_run(&mut steps, "fuzz smoke", "set-up failed");
+    }
+
     print_summary(&steps, counts);
     let failed: Vec<&str> = steps
         .iter()
@@ -215,6 +227,27 @@ pub fn run(workspace: &Workspace, timeout_minutes: u64, test_args: &[OsString]) 
     } else {
         bail!("test: FAILED step(s): {}", failed.join(", "))
     }
+}
+
+/// Every fuzz target for [`FUZZ_SMOKE_SECONDS`]; fails on any finding. Without root and
+/// without libFuzzer's C++ compiler (which set-up installs as root) it is skipped, as the
+/// privileged tests are.
+fn fuzz_smoke(workspace: &Workspace) -> Result<String> {
+    if let Some(why) = fuzz::missing_prerequisite() {
+        if setup::is_root() {
+            bail!("{why}");
+        }
+        eprintln!("xtask: fuzz smoke skipped: not root and {why}");
+        return Ok(format!("skipped: not root and {why}"));
+    }
+    let runs = fuzz::run_all(workspace, FUZZ_SMOKE_SECONDS, &[])?;
+    println!("{}", fuzz::markdown(&runs));
+    fuzz::check(&runs)?;
+    let executions: u64 = runs.iter().map(|run| run.executions).sum();
+    Ok(format!(
+        "{} targets, {FUZZ_SMOKE_SECONDS} s each: {executions} executions, nothing found",
+        runs.len()
+    ))
 }
 
 fn timed(steps: &mut Vec<Step>, name: &'static str, body: impl FnOnce() -> Result<String>) {

@@ -142,7 +142,12 @@ pub fn wire_seeds() -> Vec<Seed> {
 /// writes it), from an IPv4 and an IPv6 link.
 pub fn ring_seeds() -> Vec<Seed> {
     let sources: [(&str, u8, IpAddr, u32); 2] = [
-        ("v4", FAMILY_IPV4, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), 2),
+        (
+            "v4",
+            FAMILY_IPV4,
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            2,
+        ),
         (
             "v6",
             FAMILY_IPV6,

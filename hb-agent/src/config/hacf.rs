@@ -20,7 +20,7 @@
 //!   both forms: some devices only learn from one of them);
 //! - `garp_refresh TIME|off` (default off): re-announce periodically while active;
 //! - `failback_delay TIME` (default 0): hold-down before failing back to a returning node;
-//! - `resource_timeout TIME` (default 30s): how long a resource script's start or stop may
+//! - `resource_timeout TIME` (default 30 s): how long a resource script's start or stop may
 //!   take before its process group is ended and the operation counts as failed;
 //! - `control_socket PATH`, `metrics ADDR:PORT` (default: none);
 //! - `cluster_id N` (default: FNV-1a of the sorted node names, so clusters with different

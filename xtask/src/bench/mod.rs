@@ -9,13 +9,21 @@
 //!    that had no VIP movement in either window of step 1, in this same run.
 //! 3. **Outage trials** at those settings: node death and failback after return, clean stop
 //!    and failback after restart (see [`scenario`]).
-//! 4. **Output** in the output directory (default `<target>/bench`): `results.json` (every
+//! 4. **Flood** (issue 7): two healthy hb nodes at the fast profile, flooded on port 694
+//!    with junk and forged heartbeats from a third namespace, once with the XDP receive
+//!    path and once with `xdp off`; rates, drops by reason, false failovers and the agents'
+//!    CPU against an idle baseline (see [`flood`]).
+//! 5. **Output** in the output directory (default `<target>/bench`): `results.json` (every
 //!    trial and window, with the raw requests around each event), `results.md` (the tables)
 //!    and `outages.png` (the outage distributions).
 //!
+//! `--only SECTION` runs one part: `failover` (steps 1–3) or `flood` (step 4).
+//!
 //! Every number in the output comes from this run; nothing is carried over or assumed.
 
+mod agent_stats;
 mod chart;
+mod flood;
 mod report;
 mod scenario;
 mod stats;
@@ -39,6 +47,29 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Where the results go; `None`: `<target dir>/bench`.
     pub out_dir: Option<PathBuf>,
+    /// Run only this part of the benchmark; `None`: all of it.
+    pub only: Option<Section>,
+}
+
+/// The parts of a benchmark run, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// The stability ladder (with hb's heartbeat gaps and stalls) and the outage trials
+    /// against keepalived and Heartbeat.
+    Failover,
+    /// hb under a flood on its heartbeat port, XDP against the socket path.
+    Flood,
+}
+
+impl Section {
+    pub const ALL: [Section; 2] = [Section::Failover, Section::Flood];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Failover => "failover",
+            Section::Flood => "flood",
+        }
+    }
 }
 
 /// The font the chart's text is drawn with (Debian package `fonts-dejavu-core`).
@@ -83,26 +114,91 @@ pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     } else {
         Plan::full()
     };
+    let sections: Vec<Section> = match options.only {
+        Some(section) => vec![section],
+        None => Section::ALL.to_vec(),
+    };
     let machine = report::Machine::detect(workspace)?;
     let mut progress = Progress::new();
     progress.say(&format!(
-        "{} run on {} ({} cores, Linux {}): {} stability settings, then {} node-death and {} \
-         clean-stop trials per system",
+        "{} run on {} ({} cores, Linux {}): {}",
         if plan.quick { "quick" } else { "full" },
         machine.cpu_model,
         machine.cores,
         machine.kernel,
-        plan.hb_ladder.len() + plan.keepalived_ladder.len() + plan.heartbeat_ladder.len(),
-        plan.node_death_trials,
-        plan.clean_stop_trials,
+        sections
+            .iter()
+            .map(|section| section.key())
+            .collect::<Vec<_>>()
+            .join(", "),
     ));
 
+    let (choices, windows, trials, notes) = if sections.contains(&Section::Failover) {
+        failover(&plan, &mut progress)?
+    } else {
+        Default::default()
+    };
+    let flood_plan = flood::FloodPlan::new(plan.quick, plan.hb_profile);
+    let floods = if sections.contains(&Section::Flood) {
+        flood::run(&flood_plan, &plan, &mut progress)
+    } else {
+        Vec::new()
+    };
+
+    let results = report::Results {
+        machine,
+        quick: plan.quick,
+        sections,
+        plan,
+        duration: progress.started.elapsed(),
+        topology: progress.reference_topology.clone().unwrap_or_default(),
+        probe_realtime: progress.probe_realtime,
+        choices,
+        windows,
+        trials,
+        notes,
+        flood_plan,
+        floods,
+    };
+    let json_path = out_dir.join("results.json");
+    let markdown_path = out_dir.join("results.md");
+    let chart_path = out_dir.join("outages.png");
+    report::write_json(&results, &json_path)?;
+    let markdown = report::markdown(&results, "outages.png");
+    std::fs::write(&markdown_path, &markdown)
+        .with_context(|| format!("writing {}", markdown_path.display()))?;
+    let mut written = vec![
+        json_path.display().to_string(),
+        markdown_path.display().to_string(),
+    ];
+    if !results.trials.is_empty() {
+        chart::draw(&results, &chart_path, Path::new(CHART_FONT))?;
+        written.push(chart_path.display().to_string());
+    }
+    println!("{markdown}");
+    progress.say(&format!(
+        "done in {}: {}",
+        minutes(progress.started.elapsed()),
+        written.join(", ")
+    ));
+    Ok(())
+}
+
+type FailoverResults = (
+    Vec<Choice>,
+    Vec<WindowRecord>,
+    Vec<TrialRecord>,
+    Vec<String>,
+);
+
+/// Steps 1–3: the stability ladder, the choice of settings, the outage trials.
+fn failover(plan: &Plan, progress: &mut Progress) -> Result<FailoverResults> {
     let mut windows: Vec<WindowRecord> = Vec::new();
     for setting in plan.hb_ladder.iter().chain(&plan.keepalived_ladder) {
-        windows.extend(scenario::stability(*setting, &plan, &mut progress));
+        windows.extend(scenario::stability(*setting, plan, progress));
     }
     for setting in &plan.heartbeat_ladder {
-        let result = scenario::stability(*setting, &plan, &mut progress);
+        let result = scenario::stability(*setting, plan, progress);
         let stable = is_stable(&result);
         windows.extend(result);
         if stable {
@@ -126,40 +222,11 @@ pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     let mut trials: Vec<TrialRecord> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     for choice in &choices {
-        let (records, series_notes) = scenario::outage_series(choice.setting, &plan, &mut progress);
+        let (records, series_notes) = scenario::outage_series(choice.setting, plan, progress);
         trials.extend(records);
         notes.extend(series_notes);
     }
-
-    let results = report::Results {
-        machine,
-        quick: plan.quick,
-        plan,
-        duration: progress.started.elapsed(),
-        topology: progress.reference_topology.clone().unwrap_or_default(),
-        probe_realtime: progress.probe_realtime,
-        choices,
-        windows,
-        trials,
-        notes,
-    };
-    let json_path = out_dir.join("results.json");
-    let markdown_path = out_dir.join("results.md");
-    let chart_path = out_dir.join("outages.png");
-    report::write_json(&results, &json_path)?;
-    let markdown = report::markdown(&results, "outages.png");
-    std::fs::write(&markdown_path, &markdown)
-        .with_context(|| format!("writing {}", markdown_path.display()))?;
-    chart::draw(&results, &chart_path, Path::new(CHART_FONT))?;
-    println!("{markdown}");
-    progress.say(&format!(
-        "done in {}: {}, {}, {}",
-        minutes(progress.started.elapsed()),
-        json_path.display(),
-        markdown_path.display(),
-        chart_path.display()
-    ));
-    Ok(())
+    Ok((choices, windows, trials, notes))
 }
 
 /// Everything the run needs that set-up does not already check.

@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use super::agent_stats::dropped;
+use super::flood::{FloodPlan, FloodRecord, RxMode};
 use super::scenario::{Load, Plan, Scenario, TrialRecord, WindowRecord};
 use super::stats::Summary;
 use super::testbed::{Setting, System, PROBE_INTERVAL, PROBE_TIMEOUT};
-use super::{window_for, Choice};
+use super::{window_for, Choice, Section};
 use crate::Workspace;
 
 /// The machine and software of the run.
@@ -101,6 +103,8 @@ fn output(command: &mut Command) -> Option<String> {
 pub struct Results {
     pub machine: Machine,
     pub quick: bool,
+    /// The parts of the benchmark this run ran.
+    pub sections: Vec<Section>,
     pub plan: Plan,
     pub duration: Duration,
     /// The lab network every testbed had (see `hb_tests::rivals::topology_fingerprint`).
@@ -112,6 +116,9 @@ pub struct Results {
     pub trials: Vec<TrialRecord>,
     /// What went wrong during the trials (fresh starts, abandoned series).
     pub notes: Vec<String>,
+    pub flood_plan: FloodPlan,
+    /// The flood runs (empty unless the flood section ran).
+    pub floods: Vec<FloodRecord>,
 }
 
 impl Results {
@@ -196,6 +203,7 @@ pub fn write_json(results: &Results, path: &Path) -> Result<()> {
             "heartbeat": results.machine.heartbeat_version,
         },
         "mode": if results.quick { "quick" } else { "full" },
+        "sections": results.sections.iter().map(|s| s.key()).collect::<Vec<_>>(),
         "duration_s": results.duration.as_secs_f64(),
         "probe": {
             "interval_ms": PROBE_INTERVAL.as_secs_f64() * 1000.0,
@@ -224,6 +232,15 @@ pub fn write_json(results: &Results, path: &Path) -> Result<()> {
         "notes": results.notes,
         "request_outcome_codes": super::scenario::OUTCOME_CODES,
         "trials": results.trials.iter().map(TrialRecord::to_json).collect::<Vec<_>>(),
+        "flood": {
+            "setting": results.flood_plan.setting.label(),
+            "idle_s": results.flood_plan.idle.as_secs_f64(),
+            "flood_s": results.flood_plan.flood.as_secs_f64(),
+            "sender_threads": results.flood_plan.threads,
+            "forged_percent": results.flood_plan.forged_percent,
+            "max_junk_bytes": hb_tests::flood::MAX_JUNK_LEN,
+            "runs": results.floods.iter().map(FloodRecord::to_json).collect::<Vec<_>>(),
+        },
     });
     let text = serde_json::to_string_pretty(&value).context("encoding results")?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -285,6 +302,18 @@ pub fn markdown(results: &Results, chart: &str) -> String {
         PROBE_TIMEOUT.as_millis(),
     );
 
+    if results.sections.contains(&Section::Failover) {
+        failover(&mut md, results, chart);
+    }
+    if results.sections.contains(&Section::Flood) {
+        flood(&mut md, results);
+    }
+    method(&mut md, results);
+    md
+}
+
+/// The failover section: outage trials, targets, stability ladder, hb's delays and stalls.
+fn failover(md: &mut String, results: &Results, chart: &str) {
     let _ = writeln!(md, "## Settings of the outage trials\n");
     let _ = writeln!(md, "| system | setting | why |\n|---|---|---|");
     for choice in &results.choices {
@@ -378,17 +407,42 @@ pub fn markdown(results: &Results, chart: &str) -> String {
     }
     let _ = writeln!(md, "![outage distributions]({chart})\n");
 
-    ratios(&mut md, results);
-    targets(&mut md, results);
-    ladder(&mut md, results);
-    kernel_to_agent(&mut md, results);
-    method(&mut md, results);
-    md
+    ratios(md, results);
+    targets(md, results);
+    ladder(md, results);
+    kernel_to_agent(md, results);
+    starvation(md, results);
 }
 
 fn method(md: &mut String, results: &Results) {
     let plan = &results.plan;
     let _ = writeln!(md, "## How it was measured\n");
+    if results.sections.contains(&Section::Flood) {
+        let f = &results.flood_plan;
+        let _ = writeln!(
+            md,
+            "- Flood: a namespace `flood` on both bridges (198.18.1.66, 198.18.2.66) sends \
+             from {} threads, each with a connected UDP socket per target and `sendmmsg` \
+             batches of 64, to port 694 of lb1 and lb2 on both links: {}% forged heartbeats \
+             (right magic, version, cluster id, a configured node's id, key index 1, fresh \
+             sequence numbers, random MAC), the rest random bytes of random length (0–{} \
+             bytes; one in eight exactly 80). Each receive path on a fresh cluster at `{}`: \
+             {} s idle baseline, then {} s of flood. Agent CPU: utime+stime of the agent \
+             and its reaped children; softirq: the whole machine's, from `/proc/stat` (the \
+             XDP program and the kernel's UDP receive run there, charged to no process). \
+             Receive-path counters and authentication failures from `hb-agent status \
+             --json`; kernel UDP counters from each node's `/proc/net/snmp`.",
+            f.threads,
+            f.forged_percent,
+            hb_tests::flood::MAX_JUNK_LEN,
+            f.setting.label(),
+            f.idle.as_secs(),
+            f.flood.as_secs(),
+        );
+    }
+    if !results.sections.contains(&Section::Failover) {
+        return;
+    }
     let _ = writeln!(
         md,
         "- Lab: network namespaces on this machine. A switch namespace with a service bridge \
@@ -410,7 +464,9 @@ fn method(md: &mut String, results: &Results) {
          trial: the VIP on lb1 only and {} s of answers from lb1 without a failure. An event \
          ends when the new holder has answered every request for {} ms.\n\
          - Stability: {} s idle, then {} s under `stress-ng --cpu 2`; VIP additions and \
-         removals from `ip monitor address` on both nodes. CPU: utime+stime+cutime+cstime of \
+         removals from `ip monitor address` on both nodes. hb runs with `metrics \
+         0.0.0.0:9694`, from which each window reads the agents' heartbeat inter-arrival \
+         histograms. CPU: utime+stime+cutime+cstime of \
          every process of the daemon (keepalived: its process group; Heartbeat: every process \
          in its mount namespace; hb: the agent) between the window's start and end.\n\
          - Settings for the outage trials: hb's fast profile; keepalived's and Heartbeat's \
@@ -721,6 +777,204 @@ fn kernel_to_agent(md: &mut String, results: &Results) {
         );
     }
     let _ = writeln!(md);
+}
+
+/// hb's heartbeat gaps and stalls in the stability windows (issue 7, CPU starvation).
+fn starvation(md: &mut String, results: &Results) {
+    let _ = writeln!(
+        md,
+        "## hb under CPU starvation: heartbeat gaps and stalls\n"
+    );
+    let _ = writeln!(
+        md,
+        "Largest gap between two fresh heartbeats a node received from its peer during the \
+         window, by kernel arrival stamps, as the bucket of the receiving agent's \
+         inter-arrival histogram it fell in (bounds 1, 2, 5, 10, 20, 50, 100 ms, ...). Agent \
+         stall: `max_stall_ms` of `hb-agent status`, the longest its decision loop woke \
+         late since it started (≤: that maximum predates the window). A gap reaching the \
+         deadtime would have been a false failover.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| setting | load | largest gap lb2 saw from lb1 | largest gap lb1 saw from lb2 | agent max stall ms lb1 / lb2 |\n\
+         |---|---|---:|---:|---:|"
+    );
+    for window in results
+        .windows
+        .iter()
+        .filter(|w| w.setting.system() == System::Hb)
+    {
+        let Ok(m) = &window.outcome else {
+            continue;
+        };
+        let gap = |index: usize| m.peer_gap[index].map_or("–".into(), |g| g.label());
+        let stall = |index: usize| m.max_stall[index].map_or("–".into(), |s| s.label());
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} / {} |",
+            window.setting.label(),
+            window.load.key(),
+            gap(1),
+            gap(0),
+            stall(0),
+            stall(1),
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// The flood section: XDP against the socket path under the same flood.
+fn flood(md: &mut String, results: &Results) {
+    let f = &results.flood_plan;
+    let _ = writeln!(md, "## hb under a flood on its heartbeat port\n");
+    let _ = writeln!(
+        md,
+        "Both nodes healthy at `{}`; a third namespace on both bridges sends, as fast as \
+         this machine allows ({} threads, `sendmmsg`), {}% forged heartbeats (right shape, \
+         cluster and node id, wrong MAC) and {}% junk (random bytes, 0–{} bytes) to port 694 \
+         of both nodes on both links for {} s; before it, {} s idle. Once with the XDP \
+         receive path, once with `xdp off` (sockets), each on a fresh cluster. *Judged*: \
+         packets the receive path classified (XDP program or socket reader); *dropped*: those \
+         it rejected by shape before authentication; *auth failures*: forged heartbeats the \
+         agent's MAC check rejected; *socket buffer drops*: datagrams the kernel discarded \
+         because the agent's socket was full (`RcvbufErrors`).\n",
+        f.setting.label(),
+        f.threads,
+        f.forged_percent,
+        100 - u32::from(f.forged_percent),
+        hb_tests::flood::MAX_JUNK_LEN,
+        f.flood.as_secs(),
+        f.idle.as_secs(),
+    );
+    let _ = writeln!(
+        md,
+        "| receive path | sent pps | judged pps lb1 / lb2 | dropped by shape lb1 / lb2 | auth failures lb1 / lb2 | socket buffer drops lb1 / lb2 | false failovers (VIP changes) | peer deaths | failed requests |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for record in &results.floods {
+        let Ok(m) = &record.outcome else {
+            let _ = writeln!(md, "| {} | error | | | | | | | |", record.mode.key());
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} / {:.0} | {} / {} | {} / {} | {} / {} | {} ({}) | {} | {} of {} |",
+            record.mode.key(),
+            m.sent.rate_pps(),
+            m.judged_pps(0),
+            m.judged_pps(1),
+            dropped(&m.rx[0]),
+            dropped(&m.rx[1]),
+            m.auth_failures[0],
+            m.auth_failures[1],
+            m.udp[0].rcvbuf_errors,
+            m.udp[1].rcvbuf_errors,
+            m.false_failovers(),
+            m.vip_changes(),
+            m.peer_deaths[0] + m.peer_deaths[1],
+            m.failed_requests,
+            m.requests,
+        );
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "CPU, in ms per second (1000 = one core busy): the agents; the whole machine's \
+         softirq time, where the XDP program and the kernel's UDP receive path run (other \
+         work on the machine counts there too); the flood's sending threads, their kernel \
+         send path included.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| receive path | agent idle lb1 / lb2 | agent under flood lb1 / lb2 | softirq idle | softirq under flood | flood senders | agent max stall ms lb1 / lb2 |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    for record in &results.floods {
+        let Ok(m) = &record.outcome else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} | {} | {:.2} / {:.2} |",
+            record.mode.key(),
+            m.idle_cpu_ms_per_s[0],
+            m.idle_cpu_ms_per_s[1],
+            m.cpu_ms_per_s[0],
+            m.cpu_ms_per_s[1],
+            m.idle_softirq_ms_per_s,
+            m.softirq_ms_per_s,
+            m.sender_cpu_ms_per_s()
+                .map_or("–".to_owned(), |cpu| format!("{cpu:.0}")),
+            m.max_stall_ms[0],
+            m.max_stall_ms[1],
+        );
+    }
+    let _ = writeln!(md);
+    let cpu = |mode: RxMode| {
+        results
+            .floods
+            .iter()
+            .find(|r| r.mode == mode)
+            .and_then(|r| r.outcome.as_ref().ok())
+            .map(|m| m.cpu_ms_per_s[0] + m.cpu_ms_per_s[1])
+    };
+    if let (Some(xdp), Some(socket)) = (cpu(RxMode::Xdp), cpu(RxMode::Socket)) {
+        let _ = writeln!(
+            md,
+            "Both agents together under the flood: {xdp:.1} ms/s with XDP, {socket:.1} ms/s \
+             with sockets ({}).\n",
+            ratio(Some(socket), Some(xdp))
+        );
+    }
+    let drops: Vec<String> = results
+        .floods
+        .iter()
+        .filter_map(|r| Some((r.mode, r.outcome.as_ref().ok()?)))
+        .map(|(mode, m)| {
+            let reasons = |index: usize| {
+                m.rx[index]
+                    .iter()
+                    .filter(|(reason, value)| **value > 0 && reason.as_str() != "passed")
+                    .map(|(reason, value)| format!("{reason} {value}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let own = |index: usize| {
+                if m.own_packets[index] > 0 {
+                    format!(", claiming to be the node itself {}", m.own_packets[index])
+                } else {
+                    String::new()
+                }
+            };
+            format!(
+                "- {}: lb1 judged {} ({}{}); lb2 judged {} ({}{})",
+                mode.key(),
+                m.judged(0),
+                reasons(0),
+                own(0),
+                m.judged(1),
+                reasons(1),
+                own(1)
+            )
+        })
+        .collect();
+    if !drops.is_empty() {
+        let _ = writeln!(md, "Receive-path counters by reason during the flood:\n");
+        for line in drops {
+            let _ = writeln!(md, "{line}");
+        }
+        let _ = writeln!(md);
+    }
+    for record in &results.floods {
+        if let Err(error) = &record.outcome {
+            let _ = writeln!(
+                md,
+                "The {} run failed: {}\n",
+                record.mode.key(),
+                error.lines().next().unwrap_or_default()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

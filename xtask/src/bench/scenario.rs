@@ -23,7 +23,8 @@ use hb_tests::cluster::VIP;
 use hb_tests::probe::{event_outage, steady_on, Failure, ProbeOutcome, ProbeSample};
 use serde_json::{json, Value};
 
-use super::testbed::{Setting, Testbed, NODES, PROBE_INTERVAL, PROBE_TIMEOUT};
+use super::agent_stats::{interarrival, largest_gap, GapBound, Histogram};
+use super::testbed::{HbOptions, Setting, Testbed, NODES, PROBE_INTERVAL, PROBE_TIMEOUT};
 use super::Progress;
 
 /// How much of everything to do.
@@ -334,7 +335,7 @@ fn describe(record: &TrialRecord) -> String {
     }
 }
 
-fn first_line(text: &str) -> &str {
+pub fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
@@ -531,7 +532,7 @@ fn last_outcomes(record: &[ProbeSample], count: usize) -> String {
 }
 
 /// The VIP on lb1 only, and the client served by lb1 without a failure for `plan.settle`.
-fn settle(testbed: &mut Testbed, plan: &Plan) -> Result<()> {
+pub fn settle(testbed: &mut Testbed, plan: &Plan) -> Result<()> {
     let deadline = Instant::now() + plan.settle_timeout;
     loop {
         let since = Instant::now();
@@ -556,7 +557,18 @@ fn start_testbed(
     plan: &Plan,
     progress: &mut Progress,
 ) -> Result<Testbed> {
-    let mut testbed = Testbed::start(setting, label)?;
+    start_testbed_with(setting, label, HbOptions::default(), plan, progress)
+}
+
+/// A testbed checked against the first one's network and settled on lb1.
+pub fn start_testbed_with(
+    setting: Setting,
+    label: &str,
+    hb: HbOptions,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<Testbed> {
+    let mut testbed = Testbed::start(setting, label, hb)?;
     progress.check_testbed(&testbed)?;
     settle(&mut testbed, plan).with_context(|| format!("{setting}: first settling"))?;
     Ok(testbed)
@@ -603,7 +615,32 @@ pub struct WindowMeasure {
     pub cpu_ms_per_min: [f64; 2],
     /// hb only, per node: the `kernel_to_agent_us` reports polled during the window.
     pub kernel_to_agent: [Vec<Value>; 2],
+    /// hb only, per node: the largest gap between fresh heartbeats from its peer during the
+    /// window (kernel arrival stamps), as the bucket of the agent's histogram it fell in.
+    pub peer_gap: [Option<GapBound>; 2],
+    /// hb only, per node: the agent's own stall maximum.
+    pub max_stall: [Option<StallReading>; 2],
     pub probe_slots_skipped: u64,
+}
+
+/// `max_stall_ms` of `hb-agent status` at a window's end. The agent keeps the maximum since
+/// it started, so the window's own maximum is this value if it grew during the window, and
+/// at most this value otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StallReading {
+    pub max_ms: f64,
+    pub grew_in_window: bool,
+}
+
+impl StallReading {
+    /// `3.20`, or `≤ 1.10` when the maximum is older than the window.
+    pub fn label(self) -> String {
+        if self.grew_in_window {
+            format!("{:.2}", self.max_ms)
+        } else {
+            format!("≤ {:.2}", self.max_ms)
+        }
+    }
 }
 
 impl WindowMeasure {
@@ -641,6 +678,19 @@ impl WindowRecord {
                 if self.setting.system() == super::testbed::System::Hb {
                     value["kernel_to_agent_us_polls"] =
                         json!({"lb1": m.kernel_to_agent[0], "lb2": m.kernel_to_agent[1]});
+                    let gap = |index: usize| m.peer_gap[index].map(GapBound::to_json);
+                    value["largest_heartbeat_gap"] = json!({
+                        "method": "bucket of the receiving agent's inter-arrival histogram \
+                                   (kernel stamps) that holds the largest gap of the window",
+                        "lb2_of_lb1": gap(1),
+                        "lb1_of_lb2": gap(0),
+                    });
+                    let stall = |index: usize| {
+                        m.max_stall[index].map(|s| {
+                            json!({"max_ms_since_start": s.max_ms, "grew_in_window": s.grew_in_window})
+                        })
+                    };
+                    value["agent_max_stall"] = json!({"lb1": stall(0), "lb2": stall(1)});
                 }
             }
             Err(error) => value["error"] = json!(error),
@@ -706,20 +756,8 @@ const STATUS_POLL: Duration = Duration::from_secs(2);
 
 fn window(testbed: &mut Testbed, plan: &Plan, load: Load) -> Result<WindowMeasure> {
     settle(testbed, plan)?;
-    let lab_monitors: Vec<_> = (0..NODES.len())
-        .map(|index| {
-            let mut command = Command::new("ip");
-            command.args(["-o", "monitor", "address"]);
-            testbed.lab().spawn(
-                testbed.node_netns(index),
-                &format!("ipmon-{}-{}-{}", load.key(), NODES[index], unique()),
-                &command,
-            )
-        })
-        .collect::<hb_tests::Result<_>>()
-        .context("starting ip monitor")?;
-    // Let the monitors subscribe before anything can change.
-    std::thread::sleep(Duration::from_millis(200));
+    let monitor = VipMonitor::start(testbed, load.key())?;
+    let hb_before = [HbReading::take(testbed, 0), HbReading::take(testbed, 1)];
     let cpu_before = [testbed.cpu_snapshot(0), testbed.cpu_snapshot(1)];
     let skipped_before = testbed.probe_slots_skipped();
     testbed.clear_record();
@@ -765,20 +803,26 @@ fn window(testbed: &mut Testbed, plan: &Plan, load: Load) -> Result<WindowMeasur
         let _ = lab.stop(&stress, Duration::from_secs(3));
     }
     testbed.wait_requests_done(started + plan.window);
-    let mut vip_added = [0; 2];
-    let mut vip_removed = [0; 2];
-    for (index, monitor) in lab_monitors.iter().enumerate() {
-        testbed.lab().stop(monitor, Duration::from_secs(3))?;
-        let output = monitor.stdout()?;
-        let needle = format!("inet {VIP}/");
-        for line in output.lines().filter(|line| line.contains(&needle)) {
-            if line.starts_with("Deleted") {
-                vip_removed[index] += 1;
-            } else {
-                vip_added[index] += 1;
-            }
+    if hb_before.iter().any(Option::is_some) {
+        // The agent publishes its histograms once a second.
+        std::thread::sleep(hb_agent_publish_interval());
+    }
+    let hb_after = [HbReading::take(testbed, 0), HbReading::take(testbed, 1)];
+    let mut peer_gap = [None; 2];
+    let mut max_stall = [None; 2];
+    for index in 0..NODES.len() {
+        if let (Some(before), Some(after)) = (&hb_before[index], &hb_after[index]) {
+            peer_gap[index] = match (&before.peer_histogram, &after.peer_histogram) {
+                (Some(b), Some(a)) => largest_gap(b, a),
+                _ => None,
+            };
+            max_stall[index] = Some(StallReading {
+                max_ms: after.max_stall_ms,
+                grew_in_window: after.max_stall_ms > before.max_stall_ms,
+            });
         }
     }
+    let (vip_added, vip_removed) = monitor.finish(testbed)?;
     let window_end = started + plan.window;
     let requests: Vec<&ProbeSample> = testbed
         .record()
@@ -810,12 +854,89 @@ fn window(testbed: &mut Testbed, plan: &Plan, load: Load) -> Result<WindowMeasur
             per_min(cpu_after[1].ticks_since(&cpu_before[1])),
         ],
         kernel_to_agent,
+        peer_gap,
+        max_stall,
         probe_slots_skipped: testbed.probe_slots_skipped() - skipped_before,
     })
 }
 
+/// Every change of the VIP on either node, however brief: `ip monitor address` in each
+/// node's namespace.
+pub struct VipMonitor {
+    monitors: Vec<hb_tests::ProcessHandle>,
+}
+
+impl VipMonitor {
+    /// Starts the monitors (`tag` goes into their process names) and lets them subscribe.
+    pub fn start(testbed: &Testbed, tag: &str) -> Result<VipMonitor> {
+        let monitors = (0..NODES.len())
+            .map(|index| {
+                let mut command = Command::new("ip");
+                command.args(["-o", "monitor", "address"]);
+                testbed.lab().spawn(
+                    testbed.node_netns(index),
+                    &format!("ipmon-{tag}-{}-{}", NODES[index], unique()),
+                    &command,
+                )
+            })
+            .collect::<hb_tests::Result<_>>()
+            .context("starting ip monitor")?;
+        // Let the monitors subscribe before anything can change.
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(VipMonitor { monitors })
+    }
+
+    /// Stops the monitors; per node, how often the VIP was added and removed there.
+    pub fn finish(self, testbed: &Testbed) -> Result<([usize; 2], [usize; 2])> {
+        let mut added = [0; 2];
+        let mut removed = [0; 2];
+        for (index, monitor) in self.monitors.iter().enumerate() {
+            testbed.lab().stop(monitor, Duration::from_secs(3))?;
+            let output = monitor.stdout()?;
+            let needle = format!("inet {VIP}/");
+            for line in output.lines().filter(|line| line.contains(&needle)) {
+                if line.starts_with("Deleted") {
+                    removed[index] += 1;
+                } else {
+                    added[index] += 1;
+                }
+            }
+        }
+        Ok((added, removed))
+    }
+}
+
+/// What a window reads from one hb agent at its start and end.
+struct HbReading {
+    /// The inter-arrival histogram of the node's peer.
+    peer_histogram: Option<Histogram>,
+    max_stall_ms: f64,
+}
+
+impl HbReading {
+    /// `None` for the other systems, or when the agent does not answer.
+    fn take(testbed: &Testbed, index: usize) -> Option<HbReading> {
+        testbed.hb_cluster()?;
+        let status = testbed.hb_status(index).ok()?;
+        let peer = NODES[1 - index];
+        let peer_histogram = testbed
+            .hb_metrics(index)
+            .ok()
+            .and_then(|page| interarrival(&page, peer));
+        Some(HbReading {
+            peer_histogram,
+            max_stall_ms: status["max_stall_ms"].as_f64().unwrap_or(0.0),
+        })
+    }
+}
+
+/// How stale hb's metrics page may be (its `PUBLISH_INTERVAL`, plus a margin).
+fn hb_agent_publish_interval() -> Duration {
+    Duration::from_millis(1100)
+}
+
 /// A number for process names that must be unique within a lab.
-fn unique() -> u64 {
+pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)

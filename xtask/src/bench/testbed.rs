@@ -130,9 +130,26 @@ pub struct Testbed {
 /// Node names, index 0 preferred.
 pub const NODES: [&str; 2] = ["lb1", "lb2"];
 
+/// How hb is run beyond its timers (the other systems ignore this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HbOptions {
+    /// ha.cf `xdp`: `auto` (the benchmark's hb) or `off` (the socket receive path).
+    pub xdp: &'static str,
+}
+
+impl Default for HbOptions {
+    fn default() -> Self {
+        HbOptions { xdp: "auto" }
+    }
+}
+
+/// Port of hb's metrics endpoint in the lab (`metrics 0.0.0.0:PORT`): the benchmark reads
+/// the heartbeat inter-arrival histograms from it.
+pub const METRICS_PORT: u16 = 9694;
+
 impl Testbed {
-    /// Builds the lab, starts nginx and both daemons, and the prober.
-    pub fn start(setting: Setting, label: &str) -> Result<Testbed> {
+    /// Builds the lab, starts nginx and both daemons (hb run as `hb` says), and the prober.
+    pub fn start(setting: Setting, label: &str, hb: HbOptions) -> Result<Testbed> {
         let mut inner = match setting {
             Setting::Hb {
                 keepalive_ms,
@@ -144,10 +161,11 @@ impl Testbed {
                     warntime: format!("{}ms", (deadtime_ms / 2).max(1)),
                     initdead: "1".into(),
                     auto_failback: "on".into(),
-                    xdp: "auto".into(),
+                    xdp: hb.xdp.into(),
                     heartbeat_on_service_lan: true,
                     // Only the VIP: nginx runs on both balancers, as for the others.
                     resources: format!("IPaddr::{VIP}/24/eth0"),
+                    extra_ha_cf: format!("metrics 0.0.0.0:{METRICS_PORT}\n"),
                     ..ClusterSpec::default()
                 };
                 let cluster = Cluster::new(label, spec).context("building the hb cluster")?;
@@ -316,6 +334,40 @@ impl Testbed {
             Inner::Hb { cluster, .. } => cluster.vip_holders()?,
             Inner::Rival(cluster) => vip_holders(&cluster.lab, &cluster.network.nodes)?,
         })
+    }
+
+    /// hb only: the cluster.
+    pub fn hb_cluster(&self) -> Option<&Cluster> {
+        match &self.inner {
+            Inner::Hb { cluster, .. } => Some(cluster),
+            Inner::Rival(_) => None,
+        }
+    }
+
+    /// hb only: `hb-agent status --json` of node `index`.
+    pub fn hb_status(&self, index: usize) -> Result<Value> {
+        match &self.inner {
+            Inner::Hb { cluster, .. } => Ok(cluster.status(index)?),
+            Inner::Rival(_) => bail!("{} has no hb status", self.setting.system()),
+        }
+    }
+
+    /// hb only: node `index`'s metrics page (Prometheus text), read from inside its
+    /// namespace.
+    pub fn hb_metrics(&self, index: usize) -> Result<String> {
+        let cluster = self
+            .hb_cluster()
+            .with_context(|| format!("{} has no hb metrics", self.setting.system()))?;
+        let node = &cluster.nodes[index];
+        let addr = SocketAddr::from((node.hb_addr, METRICS_PORT));
+        let response = cluster
+            .lab
+            .http_get(&node.netns, addr, "/metrics", Duration::from_secs(2))
+            .with_context(|| format!("reading {}'s metrics", node.name))?;
+        if response.status != 200 {
+            bail!("{}'s metrics answered HTTP {}", node.name, response.status);
+        }
+        Ok(response.body)
     }
 
     /// hb only: `kernel_to_agent_us` from `hb-agent status --json` of node `index`.
