@@ -709,7 +709,7 @@ mod tests {
             }]
         );
         assert_eq!(m.peer(A).unwrap().counters.late, 1);
-        receive(&mut m, 1_015, "hb0", hb(A, 1, 3));
+        feed(&mut m, 1_015, "hb0", hb(A, 1, 3));
         assert_eq!(m.peer(A).unwrap().counters.max_gap_ns, 12_000_000);
     }
 
