@@ -112,6 +112,20 @@ pub struct FuzzRun {
 }
 
 impl FuzzRun {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "target": self.target,
+            "seconds": self.seconds,
+            "executions": self.executions,
+            "execs_per_sec": self.execs_per_sec,
+            "corpus_entries": self.corpus_entries,
+            "peak_rss_mb": self.peak_rss_mb,
+            "findings": self.findings.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "problem": self.problem,
+            "log": self.log.display().to_string(),
+        })
+    }
+
     /// Whether this run found anything (any finding fails the task).
     pub fn found_something(&self) -> bool {
         !self.findings.is_empty() || self.problem.is_some()

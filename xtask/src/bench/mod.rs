@@ -51,6 +51,12 @@ pub struct BenchOptions {
     pub only: Option<Section>,
 }
 
+/// How long the long run lasts, and how long each fuzz target runs.
+const FULL_CHAOS: Duration = Duration::from_secs(30 * 60);
+const QUICK_CHAOS: Duration = Duration::from_secs(60);
+const FULL_FUZZ_S: u64 = 120;
+const QUICK_FUZZ_S: u64 = 10;
+
 /// The parts of a benchmark run, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Section {
@@ -59,15 +65,26 @@ pub enum Section {
     Failover,
     /// hb under a flood on its heartbeat port, XDP against the socket path.
     Flood,
+    /// The long run: random faults against two agents, invariants checked after each.
+    Chaos,
+    /// Every fuzz target, longer than CI runs them.
+    Fuzz,
 }
 
 impl Section {
-    pub const ALL: [Section; 2] = [Section::Failover, Section::Flood];
+    pub const ALL: [Section; 4] = [
+        Section::Failover,
+        Section::Flood,
+        Section::Chaos,
+        Section::Fuzz,
+    ];
 
     pub fn key(self) -> &'static str {
         match self {
             Section::Failover => "failover",
             Section::Flood => "flood",
+            Section::Chaos => "chaos",
+            Section::Fuzz => "fuzz",
         }
     }
 }
@@ -145,6 +162,27 @@ pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         Vec::new()
     };
 
+    let chaos = sections.contains(&Section::Chaos).then(|| {
+        let duration = if plan.quick { QUICK_CHAOS } else { FULL_CHAOS };
+        let mut say = |line: &str| progress.say(line);
+        hb_tests::chaos::run_chaos(
+            "bench-chaos",
+            duration,
+            hb_tests::chaos::seed_from_env(),
+            &mut say,
+        )
+        .map_err(|err| format!("{err:#}"))
+    });
+    let fuzz = sections.contains(&Section::Fuzz).then(|| {
+        let seconds = if plan.quick {
+            QUICK_FUZZ_S
+        } else {
+            FULL_FUZZ_S
+        };
+        progress.say(&format!("fuzz: every target for {seconds} s"));
+        crate::fuzz::run_all(workspace, seconds, &[]).map_err(|err| format!("{err:#}"))
+    });
+
     let results = report::Results {
         machine,
         quick: plan.quick,
@@ -159,6 +197,8 @@ pub fn run(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         notes,
         flood_plan,
         floods,
+        chaos,
+        fuzz,
     };
     let json_path = out_dir.join("results.json");
     let markdown_path = out_dir.join("results.md");

@@ -119,6 +119,10 @@ pub struct Results {
     pub flood_plan: FloodPlan,
     /// The flood runs (empty unless the flood section ran).
     pub floods: Vec<FloodRecord>,
+    /// The long run, when the chaos section ran.
+    pub chaos: Option<std::result::Result<hb_tests::chaos::ChaosReport, String>>,
+    /// The fuzz runs, when the fuzz section ran.
+    pub fuzz: Option<std::result::Result<Vec<crate::fuzz::FuzzRun>, String>>,
 }
 
 impl Results {
@@ -241,6 +245,14 @@ pub fn write_json(results: &Results, path: &Path) -> Result<()> {
             "max_junk_bytes": hb_tests::flood::MAX_JUNK_LEN,
             "runs": results.floods.iter().map(FloodRecord::to_json).collect::<Vec<_>>(),
         },
+        "chaos": results.chaos.as_ref().map(|outcome| match outcome {
+            Ok(report) => serde_json::to_value(report).unwrap_or_else(|err| json!({"error": err.to_string()})),
+            Err(error) => json!({"error": error}),
+        }),
+        "fuzz": results.fuzz.as_ref().map(|outcome| match outcome {
+            Ok(runs) => json!(runs.iter().map(crate::fuzz::FuzzRun::to_json).collect::<Vec<_>>()),
+            Err(error) => json!({"error": error}),
+        }),
     });
     let text = serde_json::to_string_pretty(&value).context("encoding results")?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -307,6 +319,24 @@ pub fn markdown(results: &Results, chart: &str) -> String {
     }
     if results.sections.contains(&Section::Flood) {
         flood(&mut md, results);
+    }
+    match &results.chaos {
+        Some(Ok(report)) => {
+            let _ = writeln!(md, "## Long run\n\n{}", report.markdown());
+        }
+        Some(Err(error)) => {
+            let _ = writeln!(md, "## Long run\n\nCould not run: {error}\n");
+        }
+        None => {}
+    }
+    match &results.fuzz {
+        Some(Ok(runs)) => {
+            let _ = writeln!(md, "## Fuzzing\n\n{}", crate::fuzz::markdown(runs));
+        }
+        Some(Err(error)) => {
+            let _ = writeln!(md, "## Fuzzing\n\nFailed: {error}\n");
+        }
+        None => {}
     }
     method(&mut md, results);
     md
