@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use hb_common::maps::{RingEvent, FAMILY_IPV4, FAMILY_IPV6};
+use hb_common::maps::{RingEvent, EVENT_WOKE_AGENT, FAMILY_IPV4, FAMILY_IPV6};
 use hb_common::wire::Heartbeat;
 
 /// Which receive path delivered an [`Arrival`].
@@ -33,6 +33,10 @@ pub struct Arrival {
     pub source: SocketAddr,
     pub packet: Heartbeat,
     pub path: RxPath,
+    /// It woke the agent when it arrived (always in socket mode). In XDP mode routine
+    /// repeats do not: they wait in the ring for the agent's next wake-up, so only these
+    /// measure how fast the agent answers the kernel.
+    pub woke_agent: bool,
 }
 
 /// A ring-buffer record that is not a [`RingEvent`].
@@ -63,6 +67,7 @@ impl Arrival {
             source: SocketAddr::new(ip, event.src_port),
             packet: event.packet,
             path: RxPath::Xdp,
+            woke_agent: event.flags & EVENT_WOKE_AGENT != 0,
         })
     }
 }
@@ -90,6 +95,14 @@ mod tests {
         assert_eq!(arrival.ifindex, 7);
         assert_eq!(arrival.source, "198.18.0.1:694".parse().unwrap());
         assert_eq!(arrival.path, RxPath::Xdp);
+        assert!(!arrival.woke_agent);
+        let mut woke = event;
+        woke.flags = EVENT_WOKE_AGENT;
+        assert!(
+            Arrival::from_ring_record(bytemuck::bytes_of(&woke))
+                .unwrap()
+                .woke_agent
+        );
     }
 
     #[test]

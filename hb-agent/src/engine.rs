@@ -267,16 +267,23 @@ impl Engine {
         }
     }
 
-    /// The next time the loop must look at the clock even if nothing arrives: a node or link
-    /// deadline, a policy timer, and at least every keepalive (to measure stalls).
+    /// The next time the loop must look at the clock even if nothing wakes it: a node or
+    /// link deadline, a policy timer, the watchdog, a metrics snapshot, and at least every
+    /// deadtime (to measure stalls, and to read routine heartbeats of peers that are not up,
+    /// which the XDP program leaves in the ring).
+    ///
+    /// Not every keepalive: the receive path wakes the loop for every heartbeat that carries
+    /// news, and routine ones only need reading before a deadline is judged (see
+    /// [`Self::settle`]), so an idle cluster costs a wake-up per deadline, not per packet.
     fn next_wakeup(&self) -> u64 {
         let now = monotonic_ns();
-        let keepalive = nanos(self.config.timers.keepalive);
+        let deadtime = nanos(self.config.timers.deadtime);
         [
             self.membership.next_deadline(),
             self.wake_at_ns,
-            Some(now.saturating_add(keepalive)),
+            Some(now.saturating_add(deadtime)),
             self.watchdog.map(|w| w.next_due_ns()),
+            self.metrics.as_ref().map(MetricsFeed::next_due_ns),
         ]
         .into_iter()
         .flatten()
@@ -332,7 +339,11 @@ impl Engine {
         self.inbound.drain(&mut arrivals);
         let now = monotonic_ns();
         for arrival in &arrivals {
-            self.delays.record(now.saturating_sub(arrival.kernel_ns));
+            // Only what woke the loop measures it: not routine repeats (read at the next
+            // wake-up by design), nor what queued before the loop existed (start-up).
+            if arrival.woke_agent && arrival.kernel_ns >= self.started_ns {
+                self.delays.record(now.saturating_sub(arrival.kernel_ns));
+            }
             self.receive(arrival);
         }
         self.arrivals = arrivals;
@@ -347,14 +358,18 @@ impl Engine {
             debug!(source = %arrival.source, "dropped heartbeat: {e}");
             return;
         }
+        let unnamed;
         let iface = match self.ifnames.get(&arrival.ifindex) {
-            Some(name) => name.clone(),
-            None => format!("if{}", arrival.ifindex),
+            Some(name) => name.as_str(),
+            None => {
+                unnamed = format!("if{}", arrival.ifindex);
+                unnamed.as_str()
+            }
         };
         let mut events = Vec::new();
         match self
             .membership
-            .receive(arrival.kernel_ns, &iface, packet, &mut events)
+            .receive(arrival.kernel_ns, iface, packet, &mut events)
         {
             Ok(Receipt::Fresh) => {
                 if let Some(feed) = &mut self.metrics {
@@ -649,7 +664,12 @@ impl Engine {
             }
             Command::Control(request, reply) => {
                 let response = match request {
-                    Request::Status => Response::Status(Box::new(self.status())),
+                    Request::Status => {
+                        // Routine heartbeats wait in the ring until a wake-up reads them:
+                        // the answer is as of now, not of the last wake-up.
+                        self.drain();
+                        Response::Status(Box::new(self.status()))
+                    }
                     Request::Standby => {
                         info!(
                             "standby requested: handing this node's resource groups to the peers"

@@ -224,6 +224,11 @@ impl MetricsFeed {
         now_ns >= self.next_ns
     }
 
+    /// When the next snapshot is due (CLOCK_MONOTONIC nanoseconds).
+    pub fn next_due_ns(&self) -> u64 {
+        self.next_ns
+    }
+
     /// Publishes `status` (taken at `now_ns`) for the next scrapes.
     pub fn publish(&mut self, status: Status, failovers: &FailoverStats, now_ns: u64) {
         self.next_ns = now_ns.saturating_add(self.interval_ns);

@@ -65,7 +65,24 @@ pub struct PeerStats {
     pub seq: u64,
     pub packets: u64,
     pub last_ifindex: u32,
-    pub _pad: u32,
+    /// [`advert_digest`] of the last heartbeat: a repeat of it carries no news, and the
+    /// XDP program lets it wait in the ring instead of waking the agent.
+    pub advert_digest: u32,
+}
+
+/// A digest of what a heartbeat says beyond "still here": its kind, state, held groups and
+/// argument. Equal digests in consecutive heartbeats of one peer mean (but for a collision,
+/// which only delays the agent to its next wake-up) that nothing changed.
+#[inline(always)]
+pub fn advert_digest(packet: &Heartbeat) -> u32 {
+    let held = packet.held();
+    let arg = packet.arg();
+    let mut digest = (packet.kind as u32) << 8 | packet.state as u32;
+    digest = digest.wrapping_mul(0x9e37_79b1) ^ held as u32;
+    digest = digest.wrapping_mul(0x85eb_ca77) ^ (held >> 32) as u32;
+    digest = digest.wrapping_mul(0xc2b2_ae3d) ^ arg as u32;
+    digest = digest.wrapping_mul(0x27d4_eb2f) ^ (arg >> 32) as u32;
+    digest
 }
 
 #[repr(C)]
@@ -84,6 +101,14 @@ pub struct LinkStats {
     pub packets: u64,
 }
 
+/// [`RingEvent::flags`]: the XDP program woke the agent for this event (it carried news,
+/// or it is the sampled one of [`WAKE_SAMPLE_EVERY`]); without it the event waited in the
+/// ring for the agent's next wake-up.
+pub const EVENT_WOKE_AGENT: u8 = 1;
+/// One routine heartbeat in this many (per peer) wakes the agent anyway, so that the
+/// kernel-to-agent delay of the wake-up path stays measured while nothing changes.
+pub const WAKE_SAMPLE_EVERY: u64 = 32;
+
 /// IP version of [`RingEvent::src_addr`].
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
@@ -99,7 +124,8 @@ pub struct RingEvent {
     pub src_port: u16,
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
-    pub _pad: u8,
+    /// [`EVENT_WOKE_AGENT`] or 0.
+    pub flags: u8,
     /// IPv4 in the first four bytes (rest zero), or IPv6.
     pub src_addr: [u8; 16],
     pub packet: Heartbeat,

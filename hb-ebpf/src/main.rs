@@ -23,17 +23,17 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::bindings::{xdp_action, BPF_NOEXIST};
+use aya_ebpf::bindings::{xdp_action, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::btf_maps::{Array, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
 use hb_common::maps::{
-    Counter, LinkStats, PeerLinkKey, PeerStats, RingEvent, XdpConfig, EVENTS_BYTES, FAMILY_IPV4,
-    FAMILY_IPV6, MAX_PEERS, MAX_PEER_LINKS,
+    advert_digest, Counter, LinkStats, PeerLinkKey, PeerStats, RingEvent, XdpConfig, EVENTS_BYTES,
+    EVENT_WOKE_AGENT, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, MAX_PEER_LINKS, WAKE_SAMPLE_EVERY,
 };
-use hb_common::wire::{Heartbeat, PACKET_LEN};
+use hb_common::wire::{Heartbeat, MessageKind, PACKET_LEN};
 
 #[btf_map]
 static HB_CONFIG: Array<XdpConfig, 1> = Array::new();
@@ -263,18 +263,23 @@ fn deliver(ctx: &XdpContext, origin: &Origin, payload: usize) {
 
     // Informational state, written with plain stores: BPF has no atomic read-modify-write
     // in `core`, so two CPUs receiving the same peer on two links at the same instant may
-    // interleave fields or lose one count. Liveness never depends on these values.
+    // interleave fields or lose one count. Liveness never depends on these values; the
+    // wake-up choice does, and a race there costs at most one extra or one later wake-up.
+    let digest = advert_digest(heartbeat);
+    let mut wake = true;
     if let Some(peer) = HB_PEERS.get_ptr_mut(origin.node_id) {
         // SAFETY: the pointer is to this key's value in a preallocated hash map, whose
         // element memory the kernel never frees while the program runs. If the agent
         // removes the peer meanwhile (a reload), the write may land in a recycled element:
         // wrong informational statistics, never invalid memory.
         unsafe {
+            wake = carries_news(&*peer, heartbeat, digest, now);
             (*peer).last_seen_ns = now;
             (*peer).generation = heartbeat.generation();
             (*peer).seq = heartbeat.seq();
             (*peer).last_ifindex = ifindex;
             (*peer).packets += 1;
+            (*peer).advert_digest = digest;
         }
     }
     let link = PeerLinkKey {
@@ -306,13 +311,19 @@ fn deliver(ctx: &XdpContext, origin: &Origin, payload: usize) {
                 ifindex,
                 src_port: origin.src_port,
                 family: origin.family,
-                _pad: 0,
+                flags: if wake { EVENT_WOKE_AGENT } else { 0 },
                 src_addr: origin.src_addr,
                 packet: *heartbeat,
             });
-            // Flags 0: wake the reader only if it has caught up, the kernel's adaptive
-            // notification; a busy reader is still draining and will see this event.
-            entry.submit(0);
+            // A routine repeat waits in the ring: the agent reads it, kernel timestamp and
+            // all, at its next wake-up, and always before it declares anything dead. Once
+            // some event waits unread the kernel's adaptive notification stays silent, so
+            // news forces the wake-up.
+            entry.submit(if wake {
+                BPF_RB_FORCE_WAKEUP.into()
+            } else {
+                BPF_RB_NO_WAKEUP.into()
+            });
         }
         None => {
             if count(Counter::RingFull).is_power_of_two() {
@@ -321,6 +332,21 @@ fn deliver(ctx: &XdpContext, origin: &Origin, payload: usize) {
         }
     }
     count(Counter::Accepted);
+}
+
+/// Whether the agent must see this heartbeat now rather than at its next wake-up: any
+/// message but a periodic heartbeat, a new generation, a changed advert, the first word
+/// after a silence (the agent may have declared the peer dead), and one heartbeat in
+/// [`WAKE_SAMPLE_EVERY`] so the wake-up path stays measured.
+#[inline(always)]
+fn carries_news(peer: &PeerStats, heartbeat: &Heartbeat, digest: u32, now: u64) -> bool {
+    let keepalive_ns = heartbeat.keepalive_us() as u64 * 1_000;
+    heartbeat.kind != MessageKind::Heartbeat as u8
+        || peer.packets == 0
+        || peer.generation != heartbeat.generation()
+        || peer.advert_digest != digest
+        || now.saturating_sub(peer.last_seen_ns) > keepalive_ns.saturating_mul(2)
+        || (peer.packets + 1) % WAKE_SAMPLE_EVERY == 0
 }
 
 #[inline(always)]

@@ -43,6 +43,9 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
 /// The longest a receiver stalls on the test's request, should the test forget to resume it.
 const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// How often the receiver thread reads the ring without being woken, as the engine does at
+/// its deadlines: routine repeats do not wake the reader.
+const RING_POLL: Duration = Duration::from_millis(20);
 
 fn alpha() -> u32 {
     node_id(b"alpha")
@@ -308,6 +311,12 @@ fn run_receiver(
             tokio::select! {
                 ready = receiver.readable() => {
                     ready?;
+                    receiver.drain(&mut batch);
+                    for arrival in batch.drain(..) {
+                        let _ = arrivals.send(arrival);
+                    }
+                }
+                () = tokio::time::sleep(RING_POLL) => {
                     receiver.drain(&mut batch);
                     for arrival in batch.drain(..) {
                         let _ = arrivals.send(arrival);
@@ -680,7 +689,7 @@ fn xdp_checks_heartbeats_and_passes_other_traffic() {
             seq: 2,
             packets: 2,
             last_ifindex: topology.rx_ifindex,
-            _pad: 0,
+            advert_digest: hb_common::maps::advert_digest(&good6),
         };
         assert_eq!(snapshot.peers, [(beta(), expected_peer)]);
         let link_key = PeerLinkKey {
@@ -892,6 +901,78 @@ fn a_full_ring_is_counted_and_the_rest_delivered() {
         assert!(delivered.iter().all(|seq| (1..=SENT).contains(seq)));
         // The peer map still saw every one.
         assert_eq!(snapshot.peers[0].1.packets, accepted);
+    })
+    .expect("XDP receiver");
+}
+
+#[test]
+fn only_news_wakes_the_agent() {
+    if !require_root("only_news_wakes_the_agent") {
+        return;
+    }
+    let topology = topology("xdp_wake");
+    let Topology { lab, rx, tx, .. } = &topology;
+    let opts = options(&topology, XdpSetting::Auto, &[IFACE]);
+    // A long keepalive: however slowly this machine sends, no gap counts as a silence.
+    let with_keepalive = |mut packet: Heartbeat| {
+        packet.keepalive_us = 60_000_000u32.to_be_bytes();
+        packet
+    };
+    let routine = |seq| with_keepalive(heartbeat(CLUSTER, beta(), seq));
+    let held = |seq| {
+        let mut packet = routine(seq);
+        packet.held = 1u64.to_be_bytes();
+        packet
+    };
+    let leaving = |seq| {
+        let mut packet = held(seq);
+        packet.kind = MessageKind::Leaving as u8;
+        packet
+    };
+    let restarted = |seq| {
+        let mut packet = held(seq);
+        packet.generation = 10u64.to_be_bytes();
+        packet
+    };
+    // (packet, whether it must wake the reader)
+    let script = [
+        (routine(1), true),  // first word from the peer
+        (routine(2), false), // a repeat
+        (routine(3), false),
+        (held(4), true), // the advert changed
+        (held(5), false),
+        (leaving(6), true),   // not a periodic heartbeat
+        (restarted(1), true), // a new generation
+        (held(2), true),      // back to the old generation: changed again
+    ];
+    with_receiver(lab, rx, &opts, |receiver| {
+        for (packet, wakes) in script {
+            send_v4(lab, tx, PORT, &[bytes(&packet)]);
+            let arrival = receiver.next_arrival();
+            assert_eq!(arrival.packet, packet);
+            assert_eq!(arrival.woke_agent, wakes, "{packet:?}");
+        }
+        // One routine heartbeat in WAKE_SAMPLE_EVERY wakes the reader all the same.
+        let sample = hb_common::maps::WAKE_SAMPLE_EVERY;
+        let sent_so_far = script.len() as u64;
+        let mut woke = Vec::new();
+        lab.in_netns(tx, || {
+            let socket = UdpSocket::bind((TX_IP, SENDER_PORT)).expect("bind sender");
+            for seq in 3..3 + sample {
+                let packet = bytes(&held(seq));
+                socket.send_to(&packet, (RX_IP, PORT)).expect("send");
+            }
+        })
+        .expect("joining the tx namespace");
+        for _ in 0..sample {
+            let arrival = receiver.next_arrival();
+            if arrival.woke_agent {
+                woke.push(arrival.packet.seq());
+            }
+        }
+        // The peer's packet count reaches a multiple of the sample exactly once.
+        let sampled = 3 + (sample - sent_so_far % sample) - 1;
+        assert_eq!(woke, [sampled]);
     })
     .expect("XDP receiver");
 }

@@ -165,7 +165,7 @@ pub fn ring_seeds() -> Vec<Seed> {
             ifindex,
             src_port: hb_common::wire::DEFAULT_UDP_PORT,
             family,
-            _pad: 0,
+            flags: 0,
             src_addr: match address {
                 IpAddr::V4(v4) => {
                     let mut bytes = [0; 16];

@@ -524,6 +524,7 @@ impl Tally {
             source,
             packet,
             path: RxPath::Socket,
+            woke_agent: true,
         })
     }
 }

@@ -1,9 +1,12 @@
 //! The heartbeat sender thread: one heartbeat every keepalive on absolute CLOCK_MONOTONIC
 //! deadlines, optionally SCHED_FIFO with memory locked (`realtime on`).
 //!
-//! It sleeps on a timerfd armed with `TFD_TIMER_ABSTIME`, so deadlines stay on a fixed grid
-//! however long each send takes, and a stop request wakes it at once by re-arming the
-//! timer into the past rather than waiting out a keepalive.
+//! It sleeps on a periodic timerfd armed once with `TFD_TIMER_ABSTIME`, so deadlines stay on
+//! a fixed grid however long each send takes and a tick costs one `read`, not a re-arm as
+//! well (timer programming is dear under virtualisation). It is re-armed only when the
+//! sender fell a whole keepalive behind, to skip the missed deadlines instead of sending
+//! them in a burst. A stop request wakes it at once by re-arming the timer into the past
+//! rather than waiting out a keepalive.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -184,19 +187,22 @@ fn run(shared: &Shared, transmitter: &Transmitter) {
     let mut behind_log = LogLimiter::default();
     let mut timer_log = LogLimiter::default();
     let mut deadline = clock::monotonic_ns();
-    while shared.sleep_until(deadline, &mut timer_log) {
+    let mut interval = shared.interval_ns.load(Ordering::Relaxed);
+    // The interval the periodic timer fires at on the grid of `deadline`, if armed.
+    let mut armed = None;
+    while shared.sleep_until(deadline, interval, &mut armed, &mut timer_log) {
         transmitter.heartbeat();
         let sent_ns = clock::monotonic_ns();
         shared.ticks.fetch_add(1, Ordering::Relaxed);
         shared
             .max_lateness_ns
             .fetch_max(sent_ns.saturating_sub(deadline), Ordering::Relaxed);
-        let tick = next_tick(
-            deadline,
-            sent_ns,
-            shared.interval_ns.load(Ordering::Relaxed),
-        );
+        // A reload may have changed the keepalive: the next sleep re-arms on the new grid.
+        interval = shared.interval_ns.load(Ordering::Relaxed);
+        let tick = next_tick(deadline, sent_ns, interval);
         if tick.missed > 0 {
+            // Expirations of the skipped deadlines may be pending: start the grid afresh.
+            armed = None;
             shared.missed.fetch_add(tick.missed, Ordering::Relaxed);
             if let Some(held_back) = behind_log.allow(Instant::now()) {
                 tracing::warn!(
@@ -213,24 +219,36 @@ fn run(shared: &Shared, transmitter: &Transmitter) {
 
 impl Shared {
     /// Sleeps until `deadline_ns` (CLOCK_MONOTONIC) or a stop request; `false` when stopped.
-    fn sleep_until(&self, deadline_ns: u64, log: &mut LogLimiter) -> bool {
+    /// Unless `armed` says the timer already fires every `interval_ns` on the grid of
+    /// `deadline_ns`, first arms it so.
+    fn sleep_until(
+        &self,
+        deadline_ns: u64,
+        interval_ns: u64,
+        armed: &mut Option<u64>,
+        log: &mut LogLimiter,
+    ) -> bool {
         // A zero expiration would disarm the timer instead of firing it.
         let at = TimeSpec::from(Duration::from_nanos(deadline_ns.max(1)));
-        let slept = self
-            .timer
-            .set(
-                Expiration::OneShot(at),
+        let arm = || {
+            let interval = TimeSpec::from(Duration::from_nanos(interval_ns));
+            self.timer.set(
+                Expiration::IntervalDelayed(at, interval),
                 TimerSetTimeFlags::TFD_TIMER_ABSTIME,
             )
-            .and_then(|()| {
-                // Checked after arming: a stop that re-armed the timer before us is seen
-                // here, one that re-arms it after us fires the read below.
-                if self.stop.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                self.timer.wait()
-            });
+        };
+        let on_grid = *armed == Some(interval_ns);
+        let slept = if on_grid { Ok(()) } else { arm() }.and_then(|()| {
+            *armed = Some(interval_ns);
+            // Checked after arming: a stop that re-armed the timer before us is seen
+            // here, one that re-arms it after us fires the read below.
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.timer.wait()
+        });
         if let Err(error) = slept {
+            *armed = None;
             // Keep the heartbeats going without the timerfd; only stop becomes slower.
             if let Some(held_back) = log.allow(Instant::now()) {
                 tracing::error!(%error, held_back, "heartbeat timer failed; sleeping without it");
