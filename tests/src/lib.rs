@@ -115,3 +115,24 @@ pub fn write_stderr_line(line: &str) {
     // Nothing sensible is left to do when stderr itself is gone.
     let _ = writeln!(stderr, "{line}");
 }
+
+/// `text` without ANSI escape sequences (the colours of the agent's and cargo's output).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte(@..~)
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

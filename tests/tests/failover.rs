@@ -344,30 +344,19 @@ fn socket_mode_fails_over_too() {
     assert_client_arp_points_at(&cluster, 1);
 }
 
-/// Reads the shared secret of the cluster's `authkeys` (`1 sha1 SECRET`).
+/// The cluster's keys, read from lb1's `authkeys` as the agent reads them.
 fn cluster_keys(cluster: &Cluster) -> hb_agent::config::AuthKeys {
-    let text = std::fs::read_to_string(cluster.nodes[0].config_dir.join("authkeys")).unwrap();
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("1 sha1 "))
-        .unwrap()
-        .trim()
-        .to_owned();
-    key(&secret)
+    let path = cluster.nodes[0].config_dir.join("authkeys");
+    let text = std::fs::read(&path).unwrap();
+    hb_agent::config::parse_authkeys(&text, &path).keys.unwrap()
 }
 
-fn key(secret: &str) -> hb_agent::config::AuthKeys {
-    use hb_agent::config::{AuthKey, AuthKeys, AuthMethod, Secret};
-    AuthKeys {
-        active: 1,
-        keys: vec![(
-            1,
-            AuthKey {
-                method: AuthMethod::Sha1,
-                secret: Secret(secret.as_bytes().to_vec()),
-            },
-        )],
-    }
+/// A well-formed key the cluster does not use.
+fn wrong_keys() -> hb_agent::config::AuthKeys {
+    let text = b"auth 1\n1 sha1 not-the-cluster-key\n";
+    hb_agent::config::parse_authkeys(text, std::path::Path::new("authkeys"))
+        .keys
+        .unwrap()
 }
 
 #[test]
@@ -391,7 +380,7 @@ fn forged_and_replayed_heartbeats_cannot_keep_a_dead_node_alive() {
         .clone();
     let generation = lb1["generation"].as_u64().unwrap();
     let real = Authenticator::new(&cluster_keys(&cluster)).unwrap();
-    let wrong = Authenticator::new(&key("not-the-cluster-key")).unwrap();
+    let wrong = Authenticator::new(&wrong_keys()).unwrap();
     let header = |generation| Header {
         cluster_id,
         node_id: node_id(b"lb1"),

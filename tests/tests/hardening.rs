@@ -96,7 +96,7 @@ impl Forger {
         Forger {
             cluster_id: status["cluster_id"].as_u64().unwrap() as u32,
             real: Authenticator::new(&cluster_keys(cluster)).unwrap(),
-            wrong: Authenticator::new(&key("not-the-cluster-key")).unwrap(),
+            wrong: Authenticator::new(&wrong_keys()).unwrap(),
         }
     }
 
@@ -333,30 +333,19 @@ impl Forger {
     }
 }
 
-/// Reads the shared secret of the cluster's `authkeys` (`1 sha1 SECRET`).
+/// The cluster's keys, read from lb1's `authkeys` as the agent reads them.
 fn cluster_keys(cluster: &Cluster) -> hb_agent::config::AuthKeys {
-    let text = std::fs::read_to_string(cluster.nodes[0].config_dir.join("authkeys")).unwrap();
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("1 sha1 "))
-        .unwrap()
-        .trim()
-        .to_owned();
-    key(&secret)
+    let path = cluster.nodes[0].config_dir.join("authkeys");
+    let text = std::fs::read(&path).unwrap();
+    hb_agent::config::parse_authkeys(&text, &path).keys.unwrap()
 }
 
-fn key(secret: &str) -> hb_agent::config::AuthKeys {
-    use hb_agent::config::{AuthKey, AuthKeys, AuthMethod, Secret};
-    AuthKeys {
-        active: 1,
-        keys: vec![(
-            1,
-            AuthKey {
-                method: AuthMethod::Sha1,
-                secret: Secret(secret.as_bytes().to_vec()),
-            },
-        )],
-    }
+/// A well-formed key the cluster does not use.
+fn wrong_keys() -> hb_agent::config::AuthKeys {
+    let text = b"auth 1\n1 sha1 not-the-cluster-key\n";
+    hb_agent::config::parse_authkeys(text, std::path::Path::new("authkeys"))
+        .keys
+        .unwrap()
 }
 
 fn generation_of(cluster: &Cluster, index: usize) -> u64 {
@@ -883,25 +872,6 @@ fn sigkill_of_the_active_agent_recovers_after_restart_failback_off() {
 
 // ------------------------------------------------------------------ hanging script
 
-/// A log line without its terminal colour codes.
-fn without_ansi(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 /// Whether a process whose command line contains `needle` runs in namespace `netns`.
 fn process_in_netns(netns: &hb_tests::lab::Netns, needle: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -963,7 +933,7 @@ fn hanging_resource_script_times_out_and_the_peer_takes_over() {
     let timed_out = log
         .lines()
         .find(|line| line.contains("timed out"))
-        .map(without_ansi)
+        .map(hb_tests::strip_ansi)
         .unwrap_or_else(|| panic!("the timeout is logged:\n{log}"));
     assert!(
         timed_out.contains("stuck"),

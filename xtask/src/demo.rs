@@ -949,7 +949,7 @@ impl AgentLog {
 
 /// `2025-11-22T12:56:00.123456Z  INFO hb_agent::engine: message` (colour codes removed).
 fn parse_log_line(raw: &str) -> Option<LogLine> {
-    let line = strip_ansi(raw);
+    let line = hb_tests::strip_ansi(raw);
     let mut parts = line.split_whitespace();
     let stamp = parts.next()?;
     let level = parts.next()?.to_owned();
@@ -970,24 +970,6 @@ fn parse_log_line(raw: &str) -> Option<LogLine> {
         level,
         message: message.to_owned(),
     })
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` to a time.

@@ -75,7 +75,7 @@ impl TestCounts {
 
     /// Reads one output line.
     fn observe(&mut self, line: &str) {
-        let line = strip_ansi(line);
+        let line = hb_tests::strip_ansi(line);
         self.skipped_not_root += line.matches(NOT_ROOT_MARKER).count() as u64;
         let Some(rest) = line.trim_start().strip_prefix("test result: ") else {
             return;
@@ -102,27 +102,6 @@ impl TestCounts {
             self.binaries += 1;
         }
     }
-}
-
-/// Removes ANSI escape sequences (colours) from a line.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte(@..~)
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Runs the whole check; fails naming the failed steps.
@@ -580,9 +559,9 @@ mod tests {
     #[test]
     fn strips_escape_sequences() {
         assert_eq!(
-            strip_ansi("\u{1b}[1m\u{1b}[31mFAILED\u{1b}[0m x"),
+            hb_tests::strip_ansi("\u{1b}[1m\u{1b}[31mFAILED\u{1b}[0m x"),
             "FAILED x"
         );
-        assert_eq!(strip_ansi("plain"), "plain");
+        assert_eq!(hb_tests::strip_ansi("plain"), "plain");
     }
 }
