@@ -2,7 +2,7 @@
 //! on one lab topology, with one probe and one fault injection.
 //!
 //! 1. **Stability ladder**: for each system and each setting of its ladder, a fresh cluster,
-//!    a window with both nodes healthy and idle, then a window under `stress-ng --cpu 2`;
+//!    a window with both nodes healthy and idle, then a window under `stress-ng --cpu 2 --vm 1 --vm-bytes 20%`;
 //!    VIP movements (false failovers), the daemons' CPU time, hb's kernel-to-agent delay.
 //! 2. **Settings for the outage trials**: hb's fast profile (`keepalive 5ms`/`deadtime
 //!    20ms`, the target), and for keepalived and Heartbeat their fastest setting

@@ -493,7 +493,7 @@ fn method(md: &mut String, results: &Results) {
          SIGTERM to lb1's daemon's main process, restart after at least {} s. Before each \
          trial: the VIP on lb1 only and {} s of answers from lb1 without a failure. An event \
          ends when the new holder has answered every request for {} ms.\n\
-         - Stability: {} s idle, then {} s under `stress-ng --cpu 2`; VIP additions and \
+         - Stability: {} s idle, then {} s under `stress-ng --cpu 2 --vm 1 --vm-bytes 20%`; VIP additions and \
          removals from `ip monitor address` on both nodes. hb runs with `metrics \
          0.0.0.0:9694`, from which each window reads the agents' heartbeat inter-arrival \
          histograms. CPU: utime+stime+cutime+cstime of \
@@ -676,8 +676,8 @@ fn ladder(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## Stability and cost ladder\n");
     let _ = writeln!(
         md,
-        "Both nodes healthy: {} s idle, then {} s under `stress-ng --cpu 2` (both cores \
-         saturated). False failovers: the VIP added on the standby (lb2); VIP changes: every \
+        "Both nodes healthy: {} s idle, then {} s under `stress-ng --cpu 2 --vm 1 --vm-bytes 20%` (both cores \
+         saturated, memory under pressure). False failovers: the VIP added on the standby (lb2); VIP changes: every \
          addition or removal on either node (`ip monitor address`). CPU: the daemon's \
          processes' utime+stime (+ reaped children), per minute, lb1 (holder) / lb2.\n",
         results.plan.window.as_secs(),

@@ -8,7 +8,7 @@
 //! * **Clean stop**: SIGTERM to lb1's daemon, as its init script does; outage until lb2 serves.
 //! * **Failback after restart**: lb1's daemon is started again; outage until lb1 serves.
 //! * **Stability windows**: both nodes healthy for a window idle and a window with
-//!   `stress-ng --cpu 2` saturating both cores; the VIP's movements are recorded by
+//!   `stress-ng --cpu 2 --vm 1 --vm-bytes 20%` saturating both cores; the VIP's movements are recorded by
 //!   `ip monitor address` on both nodes (every change, however brief), the daemons' CPU time
 //!   from `/proc/<pid>/stat`, and for hb its kernel-to-agent delay.
 //!
@@ -766,9 +766,15 @@ fn window(testbed: &mut Testbed, plan: &Plan, load: Load) -> Result<WindowMeasur
         Load::Idle => None,
         Load::Stress => {
             let mut command = Command::new("stress-ng");
+            // Both cores saturated, and memory pressure besides (a fifth of the RAM
+            // allocated and rewritten over and over).
             command.args([
                 "--cpu",
                 "2",
+                "--vm",
+                "1",
+                "--vm-bytes",
+                "20%",
                 "--timeout",
                 &format!("{}s", plan.window.as_secs().max(1)),
                 "--quiet",
