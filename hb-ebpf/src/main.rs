@@ -346,7 +346,7 @@ fn carries_news(peer: &PeerStats, heartbeat: &Heartbeat, digest: u32, now: u64) 
         || peer.generation != heartbeat.generation()
         || peer.advert_digest != digest
         || now.saturating_sub(peer.last_seen_ns) > keepalive_ns.saturating_mul(2)
-        || (peer.packets + 1) % WAKE_SAMPLE_EVERY == 0
+        || (peer.packets + 1).is_multiple_of(WAKE_SAMPLE_EVERY)
 }
 
 #[inline(always)]

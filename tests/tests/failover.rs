@@ -4,6 +4,8 @@
 //! entry for the VIP) and from `hb-agent status --json`. Timings are not asserted here:
 //! the bounds are generous; `cargo xtask bench` measures.
 
+mod common;
+
 use std::time::Duration;
 
 use hb_tests::cluster::{Cluster, ClusterSpec, SETTLE, VIP};
@@ -11,24 +13,7 @@ use hb_tests::probe::{ProbeSettings, Prober};
 use hb_tests::{require_root, wait_until};
 use serde_json::Value;
 
-fn cluster(name: &str, spec: ClusterSpec) -> Cluster {
-    let mut cluster = Cluster::new(name, spec).expect("build the cluster");
-    cluster.start_all().expect("start both agents");
-    cluster
-}
-
-fn group_holder(status: &Value) -> Option<String> {
-    status["groups"][0]["holder"].as_str().map(str::to_owned)
-}
-
-fn node_status(status: &Value, name: &str) -> Option<String> {
-    status["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["name"] == name)?["status"]
-        .as_str()
-        .map(str::to_owned)
-}
+use common::{cluster, cluster_keys, group_holder, node_status, wrong_keys};
 
 /// Both nodes up; lb1 (preferred) serves.
 fn settle_on_lb1(cluster: &Cluster) {
@@ -342,21 +327,6 @@ fn socket_mode_fails_over_too() {
     cluster.set_connected(0, false).unwrap();
     cluster.wait_served_by("lb2").expect("lb2 takes over");
     assert_client_arp_points_at(&cluster, 1);
-}
-
-/// The cluster's keys, read from lb1's `authkeys` as the agent reads them.
-fn cluster_keys(cluster: &Cluster) -> hb_agent::config::AuthKeys {
-    let path = cluster.nodes[0].config_dir.join("authkeys");
-    let text = std::fs::read(&path).unwrap();
-    hb_agent::config::parse_authkeys(&text, &path).keys.unwrap()
-}
-
-/// A well-formed key the cluster does not use.
-fn wrong_keys() -> hb_agent::config::AuthKeys {
-    let text = b"auth 1\n1 sha1 not-the-cluster-key\n";
-    hb_agent::config::parse_authkeys(text, std::path::Path::new("authkeys"))
-        .keys
-        .unwrap()
 }
 
 #[test]

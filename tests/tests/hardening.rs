@@ -17,6 +17,8 @@
 //! Bounds are generous (a loaded 2-core machine); the figures are printed for the README.
 //! Run: `cargo test -p hb-tests --test hardening -- --test-threads=1` as root.
 
+mod common;
+
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,26 +33,12 @@ use hb_tests::faults::{
 use hb_tests::{require_root, wait_until, write_stderr_line};
 use serde_json::Value;
 
-fn cluster(name: &str, spec: ClusterSpec) -> Cluster {
-    let mut cluster = Cluster::new(name, spec).expect("build the cluster");
-    cluster.start_all().expect("start both agents");
-    cluster
-}
-
-fn node_status(status: &Value, name: &str) -> Option<String> {
-    node_report(status, name)?["status"]
-        .as_str()
-        .map(str::to_owned)
-}
+use common::{cluster, cluster_keys, group_holder, node_status, wrong_keys};
 
 fn node_counter(status: &Value, name: &str, counter: &str) -> u64 {
     node_report(status, name)
         .and_then(|node| node["counters"][counter].as_u64())
         .unwrap_or(0)
-}
-
-fn group_holder(status: &Value) -> Option<String> {
-    status["groups"][0]["holder"].as_str().map(str::to_owned)
 }
 
 /// Both nodes up; lb1 (preferred) holds the group and serves; each sees the other up.
@@ -331,21 +319,6 @@ impl Forger {
             random.clone(),
         ]
     }
-}
-
-/// The cluster's keys, read from lb1's `authkeys` as the agent reads them.
-fn cluster_keys(cluster: &Cluster) -> hb_agent::config::AuthKeys {
-    let path = cluster.nodes[0].config_dir.join("authkeys");
-    let text = std::fs::read(&path).unwrap();
-    hb_agent::config::parse_authkeys(&text, &path).keys.unwrap()
-}
-
-/// A well-formed key the cluster does not use.
-fn wrong_keys() -> hb_agent::config::AuthKeys {
-    let text = b"auth 1\n1 sha1 not-the-cluster-key\n";
-    hb_agent::config::parse_authkeys(text, std::path::Path::new("authkeys"))
-        .keys
-        .unwrap()
 }
 
 fn generation_of(cluster: &Cluster, index: usize) -> u64 {
