@@ -196,13 +196,7 @@ impl Executor {
         self.checking = Some(tokio::spawn(async move {
             let mut results = Vec::with_capacity(targets.len());
             for (group, index, target, args) in targets {
-                let outcome = services::run(&target, &args, Operation::Status, timeout)
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|o| {
-                        o.service_state
-                            .ok_or_else(|| "no state reported".to_owned())
-                    });
+                let outcome = service_state(&target, &args, timeout).await;
                 results.push((group, index, outcome));
             }
             results
@@ -289,13 +283,8 @@ impl Executor {
                             continue;
                         };
                         let timeout = Operation::Status.timeout(self.config.resource_timeout);
-                        matches!(
-                            services::run(&target, args, Operation::Status, timeout).await,
-                            Ok(services::ScriptOutcome {
-                                service_state: Some(services::ServiceState::Running),
-                                ..
-                            })
-                        )
+                        service_state(&target, args, timeout).await
+                            == Ok(services::ServiceState::Running)
                     }
                     address => match self.place(group, index, address) {
                         Ok(place) => self
@@ -411,17 +400,7 @@ impl Executor {
                 "{}/{} of a held group disappeared from the interface; adding it again",
                 place.addr, place.prefix
             );
-            let added = self
-                .netlink
-                .add_address(
-                    &place.device,
-                    place.addr,
-                    place.prefix,
-                    place.label.as_deref(),
-                    place.broadcast,
-                )
-                .await;
-            match added {
+            match self.add_placed(&place).await {
                 Ok(_) => self.announce(group, &place),
                 Err(e) => error!(iface = %place.device, "could not add {} again: {e}", place.addr),
             }
@@ -489,17 +468,7 @@ impl Executor {
             Resource::Script { name, args } => self.run_script(name, args, Operation::Start).await,
             address => {
                 let place = self.place(group, index, address)?;
-                let outcome = self
-                    .netlink
-                    .add_address(
-                        &place.device,
-                        place.addr,
-                        place.prefix,
-                        place.label.as_deref(),
-                        place.broadcast,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let outcome = self.add_placed(&place).await.map_err(|e| e.to_string())?;
                 match outcome {
                     AddOutcome::Added => {
                         info!(iface = %place.device, "added {}/{}", place.addr, place.prefix)
@@ -564,6 +533,18 @@ impl Executor {
 
     /// Settles an address resource's interface and prefix: as configured, else from the
     /// connected route that covers the address (Heartbeat's `findif`), and gives it a label.
+    async fn add_placed(&self, place: &Placed) -> Result<AddOutcome, crate::netlink::NetlinkError> {
+        self.netlink
+            .add_address(
+                &place.device,
+                place.addr,
+                place.prefix,
+                place.label.as_deref(),
+                place.broadcast,
+            )
+            .await
+    }
+
     fn place(&self, group: usize, index: usize, resource: &Resource) -> Result<Placed, String> {
         let mut placed = resource
             .placement(&SystemHost)
@@ -635,6 +616,19 @@ async fn next_notice(watch: &mut Option<AddressWatch>) -> Option<AddressNotice> 
         Some(watch) => watch.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// A script's `status`, as the state it reports.
+async fn service_state(
+    target: &services::ScriptTarget,
+    args: &[String],
+    timeout: Duration,
+) -> Result<services::ServiceState, String> {
+    services::run(target, args, Operation::Status, timeout)
+        .await
+        .map_err(|e| e.to_string())?
+        .service_state
+        .ok_or_else(|| "no state reported".to_owned())
 }
 
 /// For each of `before`'s resources, the index of the same resource in `after`, if it

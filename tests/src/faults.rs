@@ -12,7 +12,7 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -493,36 +493,10 @@ pub fn parse_vip_changes(node: &str, text: &str) -> Vec<VipChange> {
             Some(VipChange {
                 node: node.to_owned(),
                 added: !stamp.1.trim_start().starts_with("Deleted"),
-                at: parse_ip_timestamp(stamp.0)?,
+                at: crate::parse_utc_timestamp(stamp.0)?,
             })
         })
         .collect()
-}
-
-/// `2026-11-22T15:36:23.009455` (UTC, as `ip -ts` prints it in the lab) as a time.
-pub fn parse_ip_timestamp(text: &str) -> Option<SystemTime> {
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let mut hms = hms.split(':').map(|part| part.parse::<u64>().ok());
-    let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
-    let digits = fraction.len().min(9);
-    let nanos = fraction.get(..digits)?.parse::<u64>().ok()? * 10u64.pow(9 - digits as u32);
-    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
-    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// The spans during which two or more nodes held the VIP, from `initial` holders and the
@@ -648,6 +622,8 @@ fn unique() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -660,21 +636,6 @@ mod tests {
         assert!(changes[0].added && !changes[1].added);
         let gap = changes[1].at.duration_since(changes[0].at).unwrap();
         assert_eq!(gap, Duration::from_micros(20_964));
-    }
-
-    #[test]
-    fn timestamps_are_utc_seconds_since_the_epoch() {
-        let t = parse_ip_timestamp("1970-01-02T00:00:01.5").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap(),
-            Duration::from_millis(86_401_500)
-        );
-        let t = parse_ip_timestamp("2026-11-22T15:36:23.009455").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-            1_795_361_783
-        );
-        assert_eq!(parse_ip_timestamp("yesterday"), None);
     }
 
     #[test]

@@ -136,3 +136,67 @@ pub fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// A UTC time stamp as `ip -ts` and the agent's log print it, `2026-11-22T15:36:23.009455`
+/// with or without a final `Z`, as a time; `None` when it is not one.
+pub fn parse_utc_timestamp(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut hms = hms.splitn(3, ':').map(|part| part.parse::<u64>().ok());
+    let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let digits = fraction.len().min(9);
+    let nanos = fraction.get(..digits)?.parse::<u64>().ok()? * 10u64.pow(9 - digits as u32);
+    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(seconds)
+            + std::time::Duration::from_nanos(nanos),
+    )
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod time_stamp_tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        assert!(parse_utc_timestamp("2025-13-01T00:00:00Z").is_none());
+        assert!(parse_utc_timestamp("2025-01-01 00:00:00").is_none());
+    }
+
+    #[test]
+    fn timestamps_are_utc_seconds_since_the_epoch() {
+        let t = parse_utc_timestamp("1970-01-02T00:00:01.5").unwrap();
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH).unwrap(),
+            std::time::Duration::from_millis(86_401_500)
+        );
+        let t = parse_utc_timestamp("2026-11-22T15:36:23.009455").unwrap();
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1_795_361_783
+        );
+        assert_eq!(parse_utc_timestamp("yesterday"), None);
+    }
+}

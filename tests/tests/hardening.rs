@@ -35,6 +35,24 @@ use serde_json::Value;
 
 use common::{cluster, cluster_keys, group_holder, node_status, wrong_keys};
 
+/// Node `index`'s status, after asserting that `peer` is up there and was not declared dead
+/// since `before` (an earlier status of the same node).
+fn peer_stayed_up(cluster: &Cluster, index: usize, peer: &str, before: &Value) -> Value {
+    let status = cluster.status(index).unwrap();
+    assert_eq!(
+        node_status(&status, peer).as_deref(),
+        Some("up"),
+        "{status:#}"
+    );
+    assert_eq!(
+        node_counter(&status, peer, "deaths"),
+        node_counter(before, peer, "deaths"),
+        "{peer} never looked dead to {}: {status:#}",
+        cluster.nodes[index].name
+    );
+    status
+}
+
 fn node_counter(status: &Value, name: &str, counter: &str) -> u64 {
     node_report(status, name)
         .and_then(|node| node["counters"][counter].as_u64())
@@ -509,18 +527,7 @@ fn hostile_packets_while_healthy(label: &str, xdp: &str) {
     assert_eq!(cluster.vip_holders().unwrap(), vec!["lb1".to_owned()]);
     cluster.wait_served_by("lb1").unwrap();
     for (index, peer) in [(0, "lb2"), (1, "lb1")] {
-        let status = cluster.status(index).unwrap();
-        assert_eq!(
-            node_status(&status, peer).as_deref(),
-            Some("up"),
-            "{status:#}"
-        );
-        assert_eq!(
-            node_counter(&status, peer, "deaths"),
-            node_counter(&before[index], peer, "deaths"),
-            "{peer} never looked dead to {}: {status:#}",
-            cluster.nodes[index].name
-        );
+        let status = peer_stayed_up(&cluster, index, peer, &before[index]);
         assert_eq!(group_holder(&status).as_deref(), Some("lb1"), "{status:#}");
         assert_eq!(status["standby"], false, "{status:#}");
         // The real peer is still heard: its heartbeats advance past the forged sequences.
@@ -656,17 +663,7 @@ fn loss_is_no_failover(label: &str, lans: &[Lan], percent: u8) {
     assert!(dropped > 0, "the switch dropped frames");
     let mut figures = Vec::new();
     for (index, peer) in [(0, "lb2"), (1, "lb1")] {
-        let status = cluster.status(index).unwrap();
-        assert_eq!(
-            node_status(&status, peer).as_deref(),
-            Some("up"),
-            "{status:#}"
-        );
-        assert_eq!(
-            node_counter(&status, peer, "deaths"),
-            node_counter(&before[index], peer, "deaths"),
-            "{peer} was never declared dead: {status:#}"
-        );
+        let status = peer_stayed_up(&cluster, index, peer, &before[index]);
         for lan in lans {
             let link_lost = |s: &Value| {
                 link_report(s, peer, lan.ifname())

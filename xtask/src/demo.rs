@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use hb_tests::cluster::{Cluster, ClusterSpec, Served, CLIENT_ADDR, VIP};
@@ -966,54 +966,16 @@ fn parse_log_line(raw: &str) -> Option<LogLine> {
         _ => rest,
     };
     Some(LogLine {
-        at: parse_rfc3339_utc(stamp),
+        at: hb_tests::parse_utc_timestamp(stamp),
         level,
         message: message.to_owned(),
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` to a time.
-fn parse_rfc3339_utc(stamp: &str) -> Option<SystemTime> {
-    let stamp = stamp.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
-    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
-    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let mut clock = clock.splitn(3, ':').map(str::parse::<u64>);
-    let (hour, minute, second) = (
-        clock.next()?.ok()?,
-        clock.next()?.ok()?,
-        clock.next()?.ok()?,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let nanos = if fraction.is_empty() {
-        0
-    } else {
-        let digits: String = fraction.chars().take(9).collect();
-        let value: u64 = digits.parse().ok()?;
-        value * 10u64.pow(9 - digits.len() as u32)
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::new(seconds, u32::try_from(nanos).ok()?))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn reads_agent_log_lines() {
@@ -1025,15 +987,6 @@ mod tests {
         let at = parsed.at.unwrap().duration_since(UNIX_EPOCH).unwrap();
         assert_eq!(at, Duration::new(1_763_816_160, 250_000_000));
         assert!(parse_log_line("   Compiling something").is_none());
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
-        assert!(parse_rfc3339_utc("2025-13-01T00:00:00Z").is_none());
-        assert!(parse_rfc3339_utc("2025-01-01 00:00:00").is_none());
     }
 
     /// A request every 2 ms from `base`, each answered (by the balancer named) or failed
