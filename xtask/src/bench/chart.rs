@@ -16,7 +16,10 @@ use super::stats::Summary;
 use super::testbed::System;
 
 const WIDTH: u32 = 1400;
-const HEIGHT: u32 = 1100;
+/// Height of the title block, and of a panel's caption and axis plus each row of dots.
+const HEADER_HEIGHT: u32 = 95;
+const PANEL_FRAME_HEIGHT: u32 = 80;
+const ROW_HEIGHT: u32 = 55;
 /// Where 0 ms outages are drawn (the log axis cannot show 0).
 const AXIS_MIN_MS: f64 = 0.5;
 const FONT: &str = "sans-serif";
@@ -48,9 +51,12 @@ fn plot(results: &Results, path: &Path) -> std::result::Result<(), Box<dyn std::
     // The next power of ten up, so the axis ends on a labelled decade.
     let axis_max = 10f64.powf(largest.log10().floor() + 1.0);
 
-    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let rows = results.choices.len().max(1);
+    let height = HEADER_HEIGHT
+        + Scenario::ALL.len() as u32 * (PANEL_FRAME_HEIGHT + ROW_HEIGHT * rows as u32);
+    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(95);
+    let (header, body) = root.split_vertically(HEADER_HEIGHT);
     let title = if results.quick {
         "Outage seen by the client, per trial (QUICK RUN, not the benchmark)"
     } else {
@@ -83,22 +89,25 @@ fn plot(results: &Results, path: &Path) -> std::result::Result<(), Box<dyn std::
             .margin_bottom(5)
             .x_label_area_size(35)
             .y_label_area_size(250)
-            .build_cartesian_2d((AXIS_MIN_MS..axis_max).log_scale(), -0.5f64..2.5f64)?;
+            .build_cartesian_2d(
+                (AXIS_MIN_MS..axis_max).log_scale(),
+                -0.5f64..rows as f64 - 0.5,
+            )?;
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(7)
+            .y_labels(2 * rows + 1)
             .y_label_formatter(&|y| row_label(results, *y))
             .y_label_style((FONT, 16))
             .x_label_style((FONT, 14))
             .x_label_formatter(&|x| format_ms(*x))
             .x_desc("outage (ms)")
             .draw()?;
-        for (row, system) in System::ALL.iter().enumerate() {
-            let y = row_y(row);
-            let measures = results.measures(*system, scenario);
+        for (row, choice) in results.choices.iter().enumerate() {
+            let y = row_y(rows, row);
+            let measures = results.measures(choice.setting, scenario);
             let outages: Vec<f64> = measures.iter().map(|m| m.outage_ms).collect();
-            let style = color(*system);
+            let style = color(choice.setting.system());
             // Hollow: not recovered when the wait ended (the outage is a lower bound).
             chart.draw_series(measures.iter().enumerate().map(|(index, m)| {
                 let shape = if m.censored {
@@ -126,9 +135,9 @@ fn plot(results: &Results, path: &Path) -> std::result::Result<(), Box<dyn std::
     Ok(())
 }
 
-/// hb on top, then keepalived, then Heartbeat.
-fn row_y(row: usize) -> f64 {
-    2.0 - row as f64
+/// The first chosen setting on top (hb's), the last at the bottom.
+fn row_y(rows: usize, row: usize) -> f64 {
+    (rows - 1 - row) as f64
 }
 
 /// The system name (with its setting) at each row's height, nothing elsewhere.
@@ -136,22 +145,19 @@ fn row_label(results: &Results, y: f64) -> String {
     if (y - y.round()).abs() > 0.01 {
         return String::new();
     }
-    System::ALL
+    let rows = results.choices.len();
+    results
+        .choices
         .iter()
         .enumerate()
-        .find(|(row, _)| (row_y(*row) - y).abs() < 0.01)
-        .map(|(_, system)| {
-            let setting = results
-                .choices
-                .iter()
-                .find(|c| c.setting.system() == *system)
-                .map_or(String::new(), |c| {
-                    c.setting
-                        .label()
-                        .replace("keepalive ", "")
-                        .replace("deadtime ", "")
-                });
-            format!("{system} ({setting})")
+        .find(|(row, _)| (row_y(rows, *row) - y).abs() < 0.01)
+        .map(|(_, choice)| {
+            let setting = choice
+                .setting
+                .label()
+                .replace("keepalive ", "")
+                .replace("deadtime ", "");
+            format!("{} ({setting})", choice.setting.system())
         })
         .unwrap_or_default()
 }

@@ -5,8 +5,9 @@
 //!    a window with both nodes healthy and idle, then a window under `stress-ng --cpu 2 --vm 1 --vm-bytes 20%`;
 //!    VIP movements (false failovers), the daemons' CPU time, hb's kernel-to-agent delay.
 //! 2. **Settings for the outage trials**: hb's fast profile (`keepalive 5ms`/`deadtime
-//!    20ms`, the issue's target), and for keepalived and Heartbeat their fastest setting
-//!    that had no VIP movement in either window of step 1, in this same run.
+//!    20ms`, the issue's target), and for each system its fastest setting that had no VIP
+//!    movement in either window of step 1, in this same run (for hb only when that is not
+//!    the fast profile).
 //! 3. **Outage trials** at those settings: node death and failback after return, clean stop
 //!    and failback after restart (see [`scenario`]).
 //! 4. **Flood** (issue 7): two healthy hb nodes at the fast profile, flooded on port 694
@@ -246,11 +247,7 @@ fn failover(plan: &Plan, progress: &mut Progress) -> Result<FailoverResults> {
         }
     }
 
-    let choices = vec![
-        Choice::fixed(plan.hb_profile, &windows),
-        Choice::fastest_stable(System::Keepalived, &plan.keepalived_ladder, &windows)?,
-        Choice::fastest_stable(System::Heartbeat, &plan.heartbeat_ladder, &windows)?,
-    ];
+    let choices = choose_settings(plan, &windows)?;
     for choice in &choices {
         progress.say(&format!(
             "outage trials for {} at {}: {}",
@@ -267,6 +264,30 @@ fn failover(plan: &Plan, progress: &mut Progress) -> Result<FailoverResults> {
         notes.extend(series_notes);
     }
     Ok((choices, windows, trials, notes))
+}
+
+/// The settings of the outage trials, in the order they run: hb's fast profile, hb's
+/// fastest stable rung (so that each system is also measured at its best; only when that is
+/// another setting), keepalived's and Heartbeat's fastest stable setting.
+fn choose_settings(plan: &Plan, windows: &[WindowRecord]) -> Result<Vec<Choice>> {
+    let mut choices = vec![Choice::fixed(plan.hb_profile, windows)];
+    if let Some(fastest) = Choice::fastest_stable(System::Hb, &plan.hb_ladder, windows)
+        .ok()
+        .filter(|c| c.stable && c.setting != plan.hb_profile)
+    {
+        choices.push(fastest);
+    }
+    choices.push(Choice::fastest_stable(
+        System::Keepalived,
+        &plan.keepalived_ladder,
+        windows,
+    )?);
+    choices.push(Choice::fastest_stable(
+        System::Heartbeat,
+        &plan.heartbeat_ladder,
+        windows,
+    )?);
+    Ok(choices)
 }
 
 /// Everything the run needs that set-up does not already check.
@@ -431,4 +452,85 @@ fn window_for(windows: &[WindowRecord], setting: Setting, load: Load) -> Option<
     windows
         .iter()
         .find(|w| w.setting == setting && w.load == load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scenario::WindowMeasure;
+    use super::*;
+
+    fn window(setting: Setting, load: Load, vip_changes: usize) -> WindowRecord {
+        WindowRecord {
+            setting,
+            load,
+            outcome: Ok(WindowMeasure {
+                seconds: 60.0,
+                vip_added: [0, vip_changes],
+                vip_removed: [0, 0],
+                requests: 30_000,
+                failed_requests: 0,
+                failed_by_reason: Default::default(),
+                served_by_standby: 0,
+                cpu_ms_per_min: [0.0, 0.0],
+                kernel_to_agent: [Vec::new(), Vec::new()],
+                peer_gap: [None, None],
+                max_stall: [None, None],
+                probe_slots_skipped: 0,
+            }),
+        }
+    }
+
+    /// Idle and stress windows for each setting; the ones in `moved` had a VIP change.
+    fn ladder_windows(plan: &Plan, moved: &[Setting]) -> Vec<WindowRecord> {
+        plan.hb_ladder
+            .iter()
+            .chain(&plan.keepalived_ladder)
+            .chain(&plan.heartbeat_ladder)
+            .flat_map(|&setting| {
+                let changes = usize::from(moved.contains(&setting));
+                [
+                    window(setting, Load::Idle, 0),
+                    window(setting, Load::Stress, changes),
+                ]
+            })
+            .collect()
+    }
+
+    fn labels(choices: &[Choice]) -> Vec<String> {
+        choices.iter().map(|c| c.setting.label()).collect()
+    }
+
+    #[test]
+    fn hb_is_also_measured_at_its_fastest_stable_rung() {
+        let plan = Plan::full();
+        let choices = choose_settings(&plan, &ladder_windows(&plan, &[])).unwrap();
+        assert_eq!(
+            labels(&choices),
+            [
+                "keepalive 5ms / deadtime 20ms",
+                "keepalive 2ms / deadtime 8ms",
+                "advert_int 0.01",
+                "keepalive 10ms / deadtime 40ms",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unstable_rung_is_skipped_and_the_profile_is_not_measured_twice() {
+        let plan = Plan::full();
+        let fastest_hb = plan.hb_ladder[0];
+        let fastest_keepalived = plan.keepalived_ladder[0];
+        let windows = ladder_windows(&plan, &[fastest_hb, fastest_keepalived]);
+        let choices = choose_settings(&plan, &windows).unwrap();
+        // hb's fastest stable rung is now the fast profile itself: one hb series only.
+        assert_eq!(
+            labels(&choices),
+            [
+                "keepalive 5ms / deadtime 20ms",
+                "advert_int 0.02",
+                "keepalive 10ms / deadtime 40ms",
+            ]
+        );
+        assert!(choices.iter().all(|c| c.stable));
+    }
 }

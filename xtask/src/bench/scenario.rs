@@ -93,8 +93,9 @@ impl Plan {
         }
     }
 
-    /// A sanity run of a few minutes: the fastest rung of each ladder, short windows, few
-    /// trials. Its numbers are not the benchmark's.
+    /// A sanity run of a few minutes: the fastest rung of each ladder (for hb also its fast
+    /// profile, so both hb series run), short windows, few trials. Its numbers are not the
+    /// benchmark's.
     pub fn quick() -> Plan {
         Plan {
             quick: true,
@@ -107,7 +108,7 @@ impl Plan {
             settle_timeout: Duration::from_secs(30),
             hold_down: Duration::from_secs(1),
             hb_profile: hb(5),
-            hb_ladder: vec![hb(5)],
+            hb_ladder: vec![hb(2), hb(5)],
             keepalived_ladder: vec![keepalived(1)],
             heartbeat_ladder: vec![heartbeat(10)],
         }

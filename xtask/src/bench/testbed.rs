@@ -33,8 +33,6 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 3] = [System::Hb, System::Keepalived, System::Heartbeat];
-
     /// The name used in tables and JSON.
     pub fn name(self) -> &'static str {
         match self {
