@@ -508,14 +508,16 @@ fn method(md: &mut String, results: &Results) {
          SIGTERM to lb1's daemon's main process, restart after at least {} s. Before each \
          trial: the VIP on lb1 only and {} s of answers from lb1 without a failure. An event \
          ends when the new holder has answered every request for {} ms.\n\
-         - Stability: {} s idle, then {} s under `stress-ng --cpu 2 --vm 1 --vm-bytes 20%`; VIP additions and \
+         - Stability: {} s idle, then {} s under `stress-ng --cpu 2`, then {} s under \
+         `stress-ng --cpu 2 --vm 1 --vm-bytes 20%` (memory churn: reported, but a setting's \
+         stability is judged on the first two windows, as the issue defines it); VIP additions and \
          removals from `ip monitor address` on both nodes. hb runs with `metrics \
          0.0.0.0:9694`, from which each window reads the agents' heartbeat inter-arrival \
          histograms. CPU: utime+stime+cutime+cstime of \
          every process of the daemon (keepalived: its process group; Heartbeat: every process \
          in its mount namespace; hb: the agent) between the window's start and end.\n\
          - Settings for the outage trials: hb's fast profile; every system's fastest setting \
-         without VIP movement in this run's stability windows (hb's only when it is not the \
+         without VIP movement in this run's idle and CPU-stress windows (hb's only when it is not the \
          fast profile; Heartbeat's ladder stops at its first stable rung).",
         PROBE_INTERVAL.as_millis(),
         PROBE_TIMEOUT.as_millis(),
@@ -528,6 +530,7 @@ fn method(md: &mut String, results: &Results) {
         plan.hold_down.as_secs(),
         plan.settle.as_secs(),
         plan.steady.as_millis(),
+        plan.window.as_secs(),
         plan.window.as_secs(),
         plan.window.as_secs(),
     );
@@ -615,12 +618,11 @@ fn targets(md: &mut String, results: &Results) {
         );
     }
 
-    let stress_of = |setting: Option<Setting>| {
+    let window_of = |setting: Option<Setting>, load: Load| {
         setting
-            .and_then(|s| window_for(&results.windows, s, Load::Stress))
+            .and_then(|s| window_for(&results.windows, s, load))
             .and_then(|w| w.outcome.as_ref().ok())
     };
-    let hb_stress = stress_of(hb_choice.map(|c| c.setting));
     // keepalived "at the same aggressiveness": its fastest rung, advert_int 0.01.
     let ka_fastest = results
         .plan
@@ -628,25 +630,35 @@ fn targets(md: &mut String, results: &Results) {
         .iter()
         .copied()
         .min_by(|a, b| a.send_interval_ms().total_cmp(&b.send_interval_ms()));
-    let ka_stress = stress_of(ka_fastest);
-    let _ = writeln!(
-        md,
-        "| zero hb false failovers in {} s under stress (`{hb_label}`); keepalived's count at \
-         `{}` | hb {}; keepalived {} | {} |",
-        results.plan.window.as_secs(),
-        ka_fastest.map_or(String::new(), |s| s.label()),
-        hb_stress.map_or("–".into(), |w| format!(
-            "{} false failovers ({} VIP changes)",
-            w.false_failovers(),
-            w.vip_changes()
-        )),
-        ka_stress.map_or("–".into(), |w| format!(
-            "{} false failovers ({} VIP changes)",
-            w.false_failovers(),
-            w.vip_changes()
-        )),
-        verdict(hb_stress.map(|w| w.vip_changes() == 0)),
-    );
+    let movements = |window: Option<&super::scenario::WindowMeasure>| {
+        window.map_or("–".into(), |w| {
+            format!(
+                "{} false failovers ({} VIP changes)",
+                w.false_failovers(),
+                w.vip_changes()
+            )
+        })
+    };
+    // The issue's stress decides the verdict; the harder memory churn is reported beside it.
+    for load in [Load::Stress, Load::StressMemory] {
+        let hb_window = window_of(hb_choice.map(|c| c.setting), load);
+        let ka_window = window_of(ka_fastest, load);
+        let _ = writeln!(
+            md,
+            "| zero hb false failovers in {} s under {} (`{hb_label}`); keepalived's count at \
+             `{}` | hb {}; keepalived {} | {} |",
+            results.plan.window.as_secs(),
+            load.describe(),
+            ka_fastest.map_or(String::new(), |s| s.label()),
+            movements(hb_window),
+            movements(ka_window),
+            if load.decides_stability() {
+                verdict(hb_window.map(|w| w.vip_changes() == 0))
+            } else {
+                "reported (harder than the issue's stress)"
+            },
+        );
+    }
 
     // Clean stop ≤ one keepalive + takeover time. The takeover time is estimated from the
     // node-death outage: detection comes on average deadtime − keepalive/2 after the fault
@@ -722,16 +734,18 @@ fn ladder(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## Stability and cost ladder\n");
     let _ = writeln!(
         md,
-        "Both nodes healthy: {} s idle, then {} s under `stress-ng --cpu 2 --vm 1 --vm-bytes 20%` (both cores \
-         saturated, memory under pressure). False failovers: the VIP added on the standby (lb2); VIP changes: every \
-         addition or removal on either node (`ip monitor address`). CPU: the daemon's \
-         processes' utime+stime (+ reaped children), per minute, lb1 (holder) / lb2.\n",
+        "Both nodes healthy, {} s per window: idle, {}, {} (memory churn; reported, not used \
+         to judge stability). False failovers: the VIP added on the standby (lb2); VIP \
+         changes: every addition or removal on either node (`ip monitor address`). CPU: the \
+         daemon's processes' utime+stime (+ reaped children), per minute, lb1 (holder) / \
+         lb2. Cells list the three windows in that order.\n",
         results.plan.window.as_secs(),
-        results.plan.window.as_secs()
+        Load::Stress.describe(),
+        Load::StressMemory.describe(),
     );
     let _ = writeln!(
         md,
-        "| system | setting | false failovers idle / stress | VIP changes idle / stress | failed requests idle / stress | CPU ms/min idle (lb1 / lb2) | CPU ms/min stress (lb1 / lb2) |\n\
+        "| system | setting | false failovers | VIP changes | failed requests | CPU ms/min idle (lb1 / lb2) | CPU ms/min stress (lb1 / lb2) |\n\
          |---|---|---:|---:|---:|---:|---:|"
     );
     let mut settings: Vec<Setting> = Vec::new();
@@ -743,7 +757,7 @@ fn ladder(md: &mut String, results: &Results) {
     for setting in settings {
         let get = |load| window_for(&results.windows, setting, load).map(|w| &w.outcome);
         let cell = |f: &dyn Fn(&super::scenario::WindowMeasure) -> String| {
-            [Load::Idle, Load::Stress]
+            Load::ALL
                 .map(|load| match get(load) {
                     Some(Ok(m)) => f(m),
                     Some(Err(_)) => "error".to_owned(),
@@ -763,7 +777,7 @@ fn ladder(md: &mut String, results: &Results) {
             setting.label(),
             cell(&|m| m.false_failovers().to_string()),
             cell(&|m| m.vip_changes().to_string()),
-            cell(&|m| format!("{} of {}", m.failed_requests, m.requests)),
+            cell(&|m| m.failed_requests.to_string()),
             cpu(Load::Idle),
             cpu(Load::Stress),
         );
