@@ -190,7 +190,8 @@ impl Engine {
         self.decide(monotonic_ns());
         loop {
             let deadline_ns = self.next_wakeup();
-            let sleep_for = Duration::from_nanos(deadline_ns.saturating_sub(monotonic_ns()));
+            let slept_at_ns = monotonic_ns();
+            let sleep_for = Duration::from_nanos(deadline_ns.saturating_sub(slept_at_ns));
             tokio::select! {
                 biased;
                 readable = self.inbound.readable() => {
@@ -207,7 +208,7 @@ impl Engine {
                 },
                 Some(command) = self.commands.recv() => self.command(command),
                 _ = tokio::time::sleep(sleep_for) => {
-                    self.stalls.record(monotonic_ns().saturating_sub(deadline_ns));
+                    self.stalls.record_wake(slept_at_ns, deadline_ns, monotonic_ns());
                 }
             }
             self.drain();

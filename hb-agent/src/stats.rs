@@ -68,7 +68,16 @@ pub struct StallMeter {
 }
 
 impl StallMeter {
-    pub fn record(&mut self, late_ns: u64) {
+    /// The loop went to sleep at `slept_at_ns` until `deadline_ns` and woke at `woke_ns`.
+    /// Only a wait for a deadline still ahead is a measure: a deadline already due when the
+    /// loop looked (the first metrics snapshot is due at 0) says nothing about lateness.
+    pub fn record_wake(&mut self, slept_at_ns: u64, deadline_ns: u64, woke_ns: u64) {
+        if deadline_ns > slept_at_ns {
+            self.record(woke_ns.saturating_sub(deadline_ns));
+        }
+    }
+
+    fn record(&mut self, late_ns: u64) {
         self.last_ns = late_ns;
         self.max_ns = self.max_ns.max(late_ns);
     }
@@ -85,6 +94,19 @@ impl StallMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stalls_count_only_waits_for_a_deadline_ahead() {
+        let mut stalls = StallMeter::default();
+        // Due already when the loop looked (a deadline at 0): not a stall of 9 s.
+        stalls.record_wake(9_000_000_000, 0, 9_000_000_100);
+        assert_eq!(stalls.max_ns(), 0);
+        // Slept at 10 s for a deadline at 10.005 s, woke 2 ms after it.
+        stalls.record_wake(10_000_000_000, 10_005_000_000, 10_007_000_000);
+        assert_eq!((stalls.max_ns(), stalls.last_ns()), (2_000_000, 2_000_000));
+        stalls.record_wake(11_000_000_000, 11_005_000_000, 11_005_100_000);
+        assert_eq!((stalls.max_ns(), stalls.last_ns()), (2_000_000, 100_000));
+    }
 
     #[test]
     fn percentiles_of_recent_samples() {

@@ -348,9 +348,10 @@ impl Choice {
         let reason = if own.is_empty() {
             "the fast profile (not in this run's stability ladder)".to_owned()
         } else if stable {
-            "the fast profile; no VIP movement in its stability windows".to_owned()
+            "the fast profile; no VIP movement in its idle and CPU-stress windows".to_owned()
         } else {
-            "the fast profile; the VIP MOVED in its stability windows (see the ladder)".to_owned()
+            "the fast profile; the VIP MOVED in its idle or CPU-stress window (see the ladder)"
+                .to_owned()
         };
         Choice {
             setting,
@@ -380,8 +381,8 @@ impl Choice {
             return Ok(Choice {
                 setting,
                 stable: true,
-                reason: "its fastest setting with no VIP movement in this run's stability \
-                         windows"
+                reason: "its fastest setting with no VIP movement in this run's idle and \
+                         CPU-stress windows"
                     .to_owned(),
             });
         }
