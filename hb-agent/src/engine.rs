@@ -65,6 +65,14 @@ struct Counters {
     replays: u64,
 }
 
+/// What ended one wait of the decision loop.
+enum Wake {
+    Readable(std::io::Result<()>),
+    Report(Report),
+    Command(Command),
+    Deadline,
+}
+
 pub struct Engine {
     config: Arc<Config>,
     local_id: u32,
@@ -192,24 +200,30 @@ impl Engine {
             let deadline_ns = self.next_wakeup();
             let slept_at_ns = monotonic_ns();
             let sleep_for = Duration::from_nanos(deadline_ns.saturating_sub(slept_at_ns));
-            tokio::select! {
+            let woken_by = tokio::select! {
                 biased;
-                readable = self.inbound.readable() => {
-                    if let Err(e) = readable {
-                        // Not expected from a ring buffer or sockets; back off so a broken
-                        // path cannot spin the loop or flood the log.
-                        error!("heartbeat receive path failed (retrying in 100 ms): {e}");
-                        tokio::time::sleep(RX_ERROR_BACKOFF).await;
-                    }
+                readable = self.inbound.readable() => Wake::Readable(readable),
+                Some(report) = self.done.recv() => Wake::Report(report),
+                Some(command) = self.commands.recv() => Wake::Command(command),
+                _ = tokio::time::sleep(sleep_for) => Wake::Deadline,
+            };
+            // Late is late whatever woke the loop: after a pause of the whole machine the
+            // receive path and the timer are ready together, and the receive path wins.
+            self.stalls
+                .record_wake(slept_at_ns, deadline_ns, monotonic_ns());
+            match woken_by {
+                Wake::Readable(Err(e)) => {
+                    // Not expected from a ring buffer or sockets; back off so a broken path
+                    // cannot spin the loop or flood the log.
+                    error!("heartbeat receive path failed (retrying in 100 ms): {e}");
+                    tokio::time::sleep(RX_ERROR_BACKOFF).await;
                 }
-                Some(report) = self.done.recv() => match report {
-                    Report::Done(done) => self.job_done(done),
-                    Report::ServiceFailed { group, reason } => self.service_failed(group, &reason),
-                },
-                Some(command) = self.commands.recv() => self.command(command),
-                _ = tokio::time::sleep(sleep_for) => {
-                    self.stalls.record_wake(slept_at_ns, deadline_ns, monotonic_ns());
+                Wake::Readable(Ok(())) | Wake::Deadline => {}
+                Wake::Report(Report::Done(done)) => self.job_done(done),
+                Wake::Report(Report::ServiceFailed { group, reason }) => {
+                    self.service_failed(group, &reason)
                 }
+                Wake::Command(command) => self.command(command),
             }
             self.drain();
             let now = self.settle();

@@ -257,6 +257,17 @@ fn main() -> Result<()> {
                 status["max_stall_ms"],
                 status["kernel_to_agent_us"]
             );
+            for node in status["nodes"].as_array().into_iter().flatten() {
+                if !node["counters"].is_null() {
+                    println!(
+                        "    heard from {}: max_gap_ns {} late {} lost {}",
+                        node["name"],
+                        node["counters"]["max_gap_ns"],
+                        node["counters"]["late"],
+                        node["counters"]["lost"]
+                    );
+                }
+            }
         }
         if moved {
             moved_rounds += 1;
