@@ -95,7 +95,8 @@ enum Task {
     },
     /// Build, then measure (as root) hb's failover against keepalived and Heartbeat on one
     /// lab topology: outages from a client's view, false failovers, CPU cost. Writes
-    /// results.json, results.md and outages.png; the full run takes about 35 minutes.
+    /// results.json, results.md and outages.png; the full run takes about 95 minutes (the
+    /// failover part about 45).
     Bench {
         /// A sanity run of a few minutes (few trials, short windows) instead.
         #[arg(long)]

@@ -75,7 +75,7 @@ const fn keepalived(advert_int_cs: u32) -> Setting {
 }
 
 impl Plan {
-    /// The real benchmark (about 35 minutes on 2 cores).
+    /// The real benchmark (its failover part takes about 45 minutes on 2 cores).
     pub fn full() -> Plan {
         Plan {
             quick: false,
