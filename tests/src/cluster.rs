@@ -725,9 +725,8 @@ fn managed_nginx_pid(dir: &Path) -> Option<i32> {
         .trim()
         .parse()
         .ok()?;
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let wanted = dir.join("nginx.conf");
-    String::from_utf8_lossy(&cmdline)
+    crate::rivals::command_line(u32::try_from(pid).ok()?)?
         .contains(wanted.to_string_lossy().as_ref())
         .then_some(pid)
 }

@@ -264,18 +264,27 @@ pub fn start_plain_nginx(
 
 // ---------------------------------------------------------------------------- processes
 
-/// The pids of live processes (zombies left out) whose process group is `pgid`.
+/// The pids of live processes (zombies and the dead left out) whose process group is
+/// `pgid`.
 pub fn processes_in_group(pgid: u32) -> Vec<u32> {
     all_pids()
-        .filter(|&pid| read_stat(pid).is_some_and(|stat| stat.pgrp == pgid && stat.state != 'Z'))
+        .filter(|&pid| {
+            read_stat(pid).is_some_and(|stat| stat.pgrp == pgid && !matches!(stat.state, 'Z' | 'X'))
+        })
         .collect()
 }
 
-/// The pids of processes in the mount namespace with inode `ino`.
-pub fn processes_in_mount_ns(ino: u64) -> Vec<u32> {
+/// The pids of processes in the namespace of `kind` (`net`, `mnt`, ...) with inode `ino`.
+pub fn processes_in_namespace(kind: &str, ino: u64) -> Vec<u32> {
     all_pids()
-        .filter(|&pid| namespace_inode(pid, "mnt") == Some(ino))
+        .filter(|&pid| namespace_inode(pid, kind) == Some(ino))
         .collect()
+}
+
+/// `/proc/<pid>/cmdline`, its arguments joined by spaces.
+pub fn command_line(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
 }
 
 /// The inode of `/proc/<pid>/ns/<kind>` (`net`, `mnt`, ...), which names the namespace.
@@ -668,7 +677,7 @@ impl Drop for RivalCluster {
 fn daemon_processes(daemon: &Daemon) -> Vec<u32> {
     match daemon {
         Daemon::Keepalived(handle) => processes_in_group(handle.pid()),
-        Daemon::Heartbeat { mount_ns, .. } => processes_in_mount_ns(*mount_ns),
+        Daemon::Heartbeat { mount_ns, .. } => processes_in_namespace("mnt", *mount_ns),
     }
 }
 

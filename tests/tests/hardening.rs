@@ -844,23 +844,14 @@ fn sigkill_of_the_active_agent_recovers_after_restart_failback_off() {
 
 /// Whether a process whose command line contains `needle` runs in namespace `netns`.
 fn process_in_netns(netns: &hb_tests::lab::Netns, needle: &str) -> bool {
+    use hb_tests::rivals::{command_line, processes_in_namespace};
     use std::os::unix::fs::MetadataExt;
     let Ok(wanted) = std::fs::metadata(netns.path()).map(|m| m.ino()) else {
         return false;
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let dir = entry.path();
-        let in_netns = std::fs::metadata(dir.join("ns/net")).is_ok_and(|m| m.ino() == wanted);
-        in_netns
-            && std::fs::read(dir.join("cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-    })
+    processes_in_namespace("net", wanted)
+        .into_iter()
+        .any(|pid| command_line(pid).is_some_and(|line| line.contains(needle)))
 }
 
 #[test]

@@ -415,30 +415,7 @@ fn end_group(group: i32, grace: Duration) {
 
 /// How many processes of process group `group` are still running (zombies do not count).
 fn live_group_members(group: i32) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .filter(|stat| {
-            // "<pid> (<comm>) <state> <ppid> <pgrp> ...": comm may contain anything up to ')'.
-            let Some(end) = stat.rfind(')') else {
-                return false;
-            };
-            let mut fields = stat[end + 1..].split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|field| field.parse::<i32>().ok());
-            pgrp == Some(group) && !matches!(state, Some("Z" | "X"))
-        })
-        .count()
+    u32::try_from(group).map_or(0, |group| hb_tests::rivals::processes_in_group(group).len())
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP reach xtask but not the test step's own process group: a
